@@ -1,0 +1,131 @@
+"""Loading timm Vision Transformers whose attention the relevance engine can read, and checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cft.errors import CftError
+
+SUPPORTED = (
+    "timm VisionTransformer family: ViT (any image and patch size, non-square included), AugReg, "
+    "DeiT (distilled too), DeiT-III, ViTs with register tokens (reg_tokens); e.g. vit_base_patch16_224, "
+    "deit_small_distilled_patch16_224, deit3_base_patch16_224, vit_small_patch14_reg4_dinov2"
+)
+
+
+@dataclass(frozen=True)
+class ViTLayout:
+    """What the relevance engine needs to know about a ViT, read from the model itself."""
+
+    num_prefix_tokens: int
+    has_class_token: bool
+    patch_size: tuple[int, int]
+    num_blocks: int
+
+    def grid(self, model: nn.Module, image_hw: tuple[int, int]) -> tuple[int, int]:
+        """The patch grid (rows, cols) the model makes of an image of this size."""
+        patch_embed = model.patch_embed
+        if getattr(model, "dynamic_img_size", False) and hasattr(patch_embed, "dynamic_feat_size"):
+            return tuple(patch_embed.dynamic_feat_size(image_hw))
+        return tuple(patch_embed.grid_size)
+
+
+def vit_layout(model: nn.Module) -> ViTLayout:
+    """Describe `model` or raise a CftError that says which models are supported."""
+    blocks = getattr(model, "blocks", None)
+    patch_embed = getattr(model, "patch_embed", None)
+    if blocks is None or patch_embed is None or not hasattr(model, "num_prefix_tokens"):
+        raise CftError(f"unsupported model {type(model).__name__}: cft reads attention from the {SUPPORTED}")
+    for i, block in enumerate(blocks):
+        attn = getattr(block, "attn", None)
+        if attn is None or not hasattr(attn, "attn_drop") or not hasattr(attn, "fused_attn"):
+            raise CftError(
+                f"unsupported model {type(model).__name__}: block {i} has no timm Attention module whose "
+                f"attention matrix can be read; supported: {SUPPORTED}"
+            )
+    patch = patch_embed.patch_size
+    patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    return ViTLayout(
+        num_prefix_tokens=int(model.num_prefix_tokens),
+        has_class_token=getattr(model, "cls_token", None) is not None,
+        patch_size=patch,
+        num_blocks=len(blocks),
+    )
+
+
+def load_model(
+    name: str,
+    pretrained: bool = False,
+    checkpoint: str | Path | None = None,
+    **timm_kwargs,
+) -> nn.Module:
+    """Create the timm ViT `name` (weights from the hub if `pretrained`), optionally load a local checkpoint.
+
+    Fused attention stays on: the relevance engine turns it off only for the blocks it reads and only while
+    it reads them, so plain inference and training keep the fast kernel.
+    """
+    import timm
+
+    try:
+        model = timm.create_model(name, pretrained=pretrained, **timm_kwargs)
+    except RuntimeError as err:
+        if "Unknown model" in str(err):
+            raise CftError(f"unknown model name {name!r}; supported: {SUPPORTED}") from None
+        raise
+    except TypeError as err:
+        raise CftError(f"model {name!r} does not take these arguments {sorted(timm_kwargs)}: {err}") from None
+    vit_layout(model)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    return model
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a .safetensors file, or a torch file with weights_only=True (never arbitrary pickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CftError(f"checkpoint {path} does not exist (expected a .safetensors or .pt/.pth file)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any parse failure means a corrupt or foreign file
+        raise CftError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); is it corrupt?") from None
+    for key in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CftError(f"checkpoint {path} holds no state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load the weights in `path` into `model` strictly; a mismatch names the keys."""
+    state = read_state_dict(path)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CftError(
+            f"checkpoint {path} does not fit {type(model).__name__}: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    return model
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write the model's weights as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    from cft.io import atomic_path
+
+    path = Path(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return path

@@ -1,0 +1,123 @@
+"""Batched, differentiable relevance maps for timm ViTs.
+
+`relevance_with_logits` runs ONE forward pass and returns both the maps and the logits, so a training
+step needs no second forward. Maps are patch-level (B, gh, gw), min-max normalised per image to [0, 1]
+(a constant map gives zeros), and stay in the autograd graph: a loss on them trains the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cft.errors import CftError
+from cft.models import vit_layout
+from cft.relevance.capture import Captured, capture
+from cft.relevance.methods import METHODS, Method, Trace
+
+__all__ = ["METHODS", "Captured", "capture", "normalize", "relevance", "relevance_with_logits", "upsample"]
+
+Targets = torch.Tensor | int | Sequence[int] | None
+
+
+def relevance_with_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: Targets = None,
+    method: str = "grad-rollout",
+    create_graph: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relevance maps (B, gh, gw) of `targets` (None: each image's predicted class) and the logits (B, classes).
+
+    create_graph: differentiate through the gradients the method takes (exact second order). None takes the
+    method's default: False for grad-rollout, attn-lrp and gradcam (the gradient is a constant, as in the
+    reference code; the loss still reaches the parameters through the attention), True for input-grad.
+    """
+    spec = _method(method)
+    layout = vit_layout(model)
+    _check_images(model, images)
+    grid = layout.grid(model, tuple(images.shape[-2:]))
+    create_graph = spec.create_graph_default if create_graph is None else bool(create_graph)
+    with torch.enable_grad(), capture(model, spec.attentions, spec.last_block_input, create_graph) as captured:
+        inputs = images
+        if method == "input-grad" or not any(p.requires_grad for p in model.parameters()):
+            inputs = images if images.requires_grad else images.detach().requires_grad_(True)
+        logits = model(inputs)
+        chosen = _targets(targets, logits)
+        score = logits.gather(1, chosen[:, None]).sum()
+        trace = Trace(inputs, score, captured, layout.num_prefix_tokens, layout.has_class_token, grid, create_graph)
+        maps = spec.fn(trace)
+    return normalize(maps), logits
+
+
+def relevance(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: Targets = None,
+    method: str = "grad-rollout",
+    create_graph: bool | None = None,
+) -> torch.Tensor:
+    """Relevance maps (B, gh, gw) in [0, 1]; see `relevance_with_logits`."""
+    return relevance_with_logits(model, images, targets, method, create_graph)[0]
+
+
+def normalize(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each map of (B, ...) to [0, 1]; a constant map becomes zeros (never NaN)."""
+    flat = maps.flatten(1)
+    low = flat.min(dim=1, keepdim=True).values
+    span = flat.max(dim=1, keepdim=True).values - low
+    safe = torch.where(span > 0, span, torch.ones_like(span))
+    out = torch.where(span > 0, (flat - low) / safe, torch.zeros_like(flat))
+    return out.view_as(maps)
+
+
+def upsample(maps: torch.Tensor, size: int | tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Patch-level maps (B, gh, gw) to image resolution (B, H, W); differentiable, stays in [0, 1]."""
+    if maps.dim() != 3:
+        raise CftError(f"maps must be (B, gh, gw), got shape {tuple(maps.shape)}")
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    out = F.interpolate(maps[:, None], size=size, mode=mode, **kwargs)[:, 0]
+    return out.clamp(0, 1) if mode == "bicubic" else out
+
+
+def _method(name: str) -> Method:
+    if name not in METHODS:
+        raise CftError(f"unknown relevance method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def _check_images(model: nn.Module, images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise CftError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise CftError(f"images must be a floating-point tensor (normalised pixels), got dtype {images.dtype}")
+    channels = model.patch_embed.proj.in_channels if hasattr(model.patch_embed, "proj") else None
+    if images.dim() != 4 or (channels is not None and images.shape[1] != channels):
+        raise CftError(f"images must have shape (B, {channels or 'C'}, H, W), got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise CftError("images is an empty batch")
+    expected = tuple(getattr(model.patch_embed, "img_size", None) or ())
+    dynamic = getattr(model, "dynamic_img_size", False) or not getattr(model.patch_embed, "strict_img_size", True)
+    if expected and not dynamic and tuple(images.shape[-2:]) != expected:
+        raise CftError(
+            f"images are {tuple(images.shape[-2:])} pixels but the model takes {expected}; resize them, or "
+            "create the model with img_size=... or dynamic_img_size=True"
+        )
+
+
+def _targets(targets: Targets, logits: torch.Tensor) -> torch.Tensor:
+    b, classes = logits.shape
+    if targets is None:
+        return logits.detach().argmax(dim=1)
+    t = torch.as_tensor(targets, device=logits.device)
+    if t.dim() == 0:
+        t = t.expand(b)
+    if t.is_floating_point() or t.dim() != 1 or t.shape[0] != b:
+        raise CftError(f"targets must be None, an int or {b} integer class indices, got {tuple(t.shape)} {t.dtype}")
+    if bool(((t < 0) | (t >= classes)).any()):
+        raise CftError(f"targets {t.tolist()} out of range: the model has {classes} classes (0..{classes - 1})")
+    return t.long()

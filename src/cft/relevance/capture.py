@@ -1,0 +1,62 @@
+"""Hooks that expose what relevance methods read, as a context manager that always cleans up."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Captured:
+    """Tensors recorded during one forward pass, all inside the autograd graph."""
+
+    attentions: list[torch.Tensor] = field(default_factory=list)  # per block, (B, heads, N, N)
+    last_block_input: torch.Tensor | None = None  # (B, N, D): the normalised tokens the last attention reads
+
+
+@contextlib.contextmanager
+def capture(
+    model: nn.Module, attentions: bool = True, last_block_input: bool = False, unfused: bool = False
+) -> Iterator[Captured]:
+    """Record post-softmax attention of every block (and the last block's normalised input) while active.
+
+    Fused attention never materialises the attention matrix (and its CPU kernel has no second derivative),
+    so it is switched off when attention is read or `unfused` is set, and only inside this context: the
+    previous setting comes back on exit, hooks are removed, whatever happens in the block.
+    """
+    store = Captured()
+    handles = []
+    fused_before = []
+    try:
+        for block in model.blocks if attentions or unfused else ():
+            attn = block.attn
+            fused_before.append((attn, attn.fused_attn))
+            attn.fused_attn = False
+            if attentions:
+                handles.append(attn.attn_drop.register_forward_hook(_append_output(store.attentions)))
+        if last_block_input:
+            norm = getattr(model.blocks[-1], "norm1", None)
+            if norm is None:
+                raise TypeError("the last block has no norm1 layer to read activations from")
+
+            def keep(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+                store.last_block_input = output
+
+            handles.append(norm.register_forward_hook(keep))
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+        for attn, fused in fused_before:
+            attn.fused_attn = fused
+
+
+def _append_output(target: list[torch.Tensor]):
+    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        target.append(output)
+
+    return hook

@@ -1,0 +1,143 @@
+"""Relevance methods. Each turns one recorded forward pass into per-patch scores (B, gh, gw), unnormalised.
+
+All of them are batched and, where noted, differentiable with respect to the model's parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from cft.relevance.capture import Captured
+
+LRP_EPS = 1e-9
+
+
+@dataclass
+class Trace:
+    """One forward pass: what a method may read."""
+
+    images: torch.Tensor  # (B, C, H, W), requires grad when the method needs input gradients
+    score: torch.Tensor  # scalar: sum over the batch of each image's target logit
+    captured: Captured
+    num_prefix_tokens: int
+    has_class_token: bool
+    grid: tuple[int, int]
+    create_graph: bool
+
+
+@dataclass(frozen=True)
+class Method:
+    """A relevance method and what it needs from the forward pass."""
+
+    fn: Callable[[Trace], torch.Tensor]
+    attentions: bool
+    last_block_input: bool
+    create_graph_default: bool
+    doc: str
+
+
+def _grad(trace: Trace, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    return torch.autograd.grad(trace.score, inputs, retain_graph=True, create_graph=trace.create_graph)
+
+
+def _query_row(trace: Trace, matrix: torch.Tensor) -> torch.Tensor:
+    """The row of a (B, N, N) token matrix that the classifier reads, restricted to patch columns.
+
+    Models with a class token read row 0 (the class token, as the references do, also for distilled
+    DeiT); average-pooled models read the mean of the patch-token rows.
+    """
+    p = trace.num_prefix_tokens
+    row = matrix[:, 0] if trace.has_class_token else matrix[:, p:].mean(dim=1)
+    return _to_grid(row[:, p:], trace.grid)
+
+
+def _to_grid(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    return tokens.reshape(tokens.shape[0], grid[0], grid[1])
+
+
+def _weighted_attention(trace: Trace) -> list[torch.Tensor]:
+    """Per block: mean over heads of clamp(dS/dA * A, min=0), each (B, N, N)."""
+    attns = trace.captured.attentions
+    grads = _grad(trace, attns)
+    return [(g * a).clamp(min=0).mean(dim=1) for g, a in zip(grads, attns, strict=True)]
+
+
+def grad_rollout(trace: Trace) -> torch.Tensor:
+    """Gradient-weighted attention rollout (Chefer et al., ICCV 2021): R = I; R <- R + Abar_l R per block."""
+    weighted = _weighted_attention(trace)
+    b, n, _ = weighted[0].shape
+    rollout = torch.eye(n, dtype=weighted[0].dtype, device=weighted[0].device).expand(b, n, n)
+    for abar in weighted:
+        rollout = rollout + abar @ rollout
+    return _query_row(trace, rollout)
+
+
+def attention_rollout(trace: Trace) -> torch.Tensor:
+    """Attention rollout (Abnar and Zuidema, 2020): product of 0.5 * mean_heads(A) + 0.5 * I, rows renormalised."""
+    rollout = None
+    for attn in trace.captured.attentions:
+        a = attn.mean(dim=1)
+        a = 0.5 * a + 0.5 * torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        a = a / a.sum(dim=-1, keepdim=True)
+        rollout = a if rollout is None else a @ rollout
+    return _query_row(trace, rollout)
+
+
+def attn_lrp(trace: Trace) -> torch.Tensor:
+    """The redistribution rule printed in the CFT paper, Phi_i^{l-1} = sum_j A_ij Phi_j^l / (sum_k A_kj + eps).
+
+    Read with A_ij the weight from input token i to output token j of a block, i.e. A_ij = Abar[j, i]
+    in query-by-key order, where Abar = mean_heads(clamp(dS/dA * A, min=0)) is the gradient-weighted
+    attention of that block (this makes the map class-specific). Relevance starts as 1 on the token the
+    classifier reads (the class token; for pooled models 1/n on each patch token), flows from the last
+    block to the first through attention only (no residual term), and is conserved up to eps. The map is
+    the input-level relevance of the patch tokens.
+    """
+    weighted = _weighted_attention(trace)
+    b, n, _ = weighted[0].shape
+    p = trace.num_prefix_tokens
+    phi = weighted[0].new_zeros(b, n)
+    if trace.has_class_token:
+        phi[:, 0] = 1.0
+    else:
+        phi[:, p:] = 1.0 / (n - p)
+    for abar in reversed(weighted):
+        phi = torch.einsum("bji,bj->bi", abar, phi / (abar.sum(dim=-1) + LRP_EPS))
+    return _to_grid(phi[:, p:], trace.grid)
+
+
+def gradcam(trace: Trace) -> torch.Tensor:
+    """Grad-CAM on the normalised patch tokens entering the last block (what its attention reads).
+
+    alpha_c = mean over patches of dS/dX_pc; map_p = relu(sum_c alpha_c X_pc).
+    """
+    x = trace.captured.last_block_input
+    (g,) = _grad(trace, [x])
+    p = trace.num_prefix_tokens
+    x, g = x[:, p:], g[:, p:]
+    alpha = g.mean(dim=1, keepdim=True)
+    return _to_grid((alpha * x).sum(dim=-1).clamp(min=0), trace.grid)
+
+
+def input_grad(trace: Trace) -> torch.Tensor:
+    """|sum over channels of input * dS/dinput| per pixel, averaged over each patch.
+
+    Depends on the parameters only through the input gradient, so it is differentiable with respect to
+    them only with create_graph=True (its default).
+    """
+    (g,) = _grad(trace, [trace.images])
+    pixel = (trace.images * g).sum(dim=1, keepdim=True).abs()
+    return F.adaptive_avg_pool2d(pixel, trace.grid)[:, 0]
+
+
+METHODS: dict[str, Method] = {
+    "grad-rollout": Method(grad_rollout, True, False, False, grad_rollout.__doc__ or ""),
+    "rollout": Method(attention_rollout, True, False, False, attention_rollout.__doc__ or ""),
+    "attn-lrp": Method(attn_lrp, True, False, False, attn_lrp.__doc__ or ""),
+    "gradcam": Method(gradcam, False, True, False, gradcam.__doc__ or ""),
+    "input-grad": Method(input_grad, False, False, True, input_grad.__doc__ or ""),
+}
