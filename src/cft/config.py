@@ -1,0 +1,161 @@
+"""Typed configs: dataclasses filled from YAML files and `key.sub=value` overrides, checked field by field.
+
+Unknown keys and wrong types are errors that name the field; the resolved config is saved beside every
+output so a run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from cft.errors import CftError
+from cft.io import write_bytes_atomic
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
+    """Build dataclass `cls` from a plain dict; reject unknown keys and values of the wrong type."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise CftError(f"{where} must be a mapping of fields, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise CftError(f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    values = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    try:
+        return cls(**values)
+    except CftError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise CftError(f"{where}: {err}") from None
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, where)
+            except CftError as err:
+                errors.append(str(err))
+        raise CftError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {hint}")
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise CftError(f"{where} must be a list, got {value!r}")
+        args = typing.get_args(hint)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise CftError(f"{where} must have {len(args)} items, got {len(value)}")
+            return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+        item = args[0] if args else Any
+        out = [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise CftError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise CftError(f"{where} must be a number, got {value!r}")
+    if hint in (int, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        raise CftError(f"{where} must be {hint.__name__}, got {value!r}")
+    if typing.get_origin(hint) is typing.Literal:
+        if value not in typing.get_args(hint):
+            raise CftError(f"{where} must be one of {list(typing.get_args(hint))}, got {value!r}")
+    return value
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass as plain YAML-able data (tuples become lists)."""
+    return _plain(dataclasses.asdict(obj))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    """`["train.lr=1e-4", "model.name=vit_small_patch16_224"]` to a nested dict; values parsed as YAML."""
+    nested: dict[str, Any] = {}
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise CftError(f"override {item!r} must look like key.sub=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise CftError(f"override {item!r}: value is not valid YAML ({err})") from None
+        *parents, leaf = key.strip().split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise CftError(f"override {item!r} conflicts with an earlier override of {part}")
+        node[leaf] = value
+    return nested
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: values in `update` win; nested mappings merge."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CftError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise CftError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise CftError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def load_config(
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> T:
+    """Defaults of `cls` < `base` < the YAML file < overrides."""
+    data = merge(base or {}, read_yaml(path) if path else {})
+    return from_dict(cls, merge(data, parse_overrides(overrides)), where=str(path) if path else "config")
+
+
+def save_config(obj: Any, path: str | Path) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    return write_bytes_atomic(path, yaml.safe_dump(to_dict(obj), sort_keys=False).encode())

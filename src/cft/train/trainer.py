@@ -1,0 +1,277 @@
+"""One training loop for pretraining and fine-tuning: AdamW, step decay, checkpoints, resume, best by val.
+
+Deterministic on the CPU: the data order of epoch e comes from (seed, e), and the RNG state is saved with
+every resumable checkpoint, so a resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from cft.errors import CftError
+from cft.io import atomic_path
+from cft.models import save_checkpoint
+from cft.train.objectives import Objective
+
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-7
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_decay: float = 0.85  # multiply the learning rate by this ...
+    lr_decay_every: int = 2  # ... every this many epochs
+    warmup_epochs: int = 0  # linear warm-up from lr / 10 (0: none)
+    grad_clip: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 8
+    seed: int = 0
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    select_by: str = "val_loss"  # val_loss (lowest) | val_top1 (highest)
+    eval_batch_size: int = 256
+    save_every_steps: int = 0  # also save a resumable state every N steps (0: at epoch ends only)
+    keep_epoch_checkpoints: bool = False
+    log_every_steps: int = 10
+    progress: bool = True
+    num_workers: int = 0
+
+
+@dataclass
+class FitResult:
+    best_path: Path
+    last_path: Path
+    best_epoch: int
+    best_value: float
+    history: list[dict[str, Any]]
+
+
+Collate = Callable[[list[Any]], dict[str, torch.Tensor]]
+
+
+class Trainer:
+    """Train `model` with `objective`; write checkpoints and metrics under `run_dir`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        cfg: TrainConfig,
+        run_dir: str | Path,
+        collate: Collate,
+        eval_collate: Collate | None = None,
+    ) -> None:
+        if cfg.select_by not in ("val_loss", "val_top1"):
+            raise CftError(f"train.select_by must be val_loss or val_top1, got {cfg.select_by!r}")
+        if cfg.epochs < 1 or cfg.batch_size < 1:
+            raise CftError(f"train.epochs and train.batch_size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
+        self.model, self.objective, self.cfg = model, objective, cfg
+        self.run_dir = Path(run_dir)
+        self.collate, self.eval_collate = collate, eval_collate or collate
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=o.betas)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.best_value = math.inf if cfg.select_by == "val_loss" else -math.inf
+        self.best_epoch = -1
+        self._writer = _tensorboard(self.run_dir)
+
+    def _lr_factor(self, epoch: int) -> float:
+        o = self.cfg.optim
+        factor = o.lr_decay ** (epoch // max(o.lr_decay_every, 1))
+        if o.warmup_epochs and epoch < o.warmup_epochs:
+            factor *= 0.1 + 0.9 * epoch / o.warmup_epochs
+        return factor
+
+    # ---- the loop -------------------------------------------------------------------------------------
+    def fit(self, train_set: Dataset, val_set: Dataset | None, resume: bool = False) -> FitResult:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._load_state()
+        elif (self.run_dir / STATE_FILE).exists():
+            raise CftError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose a new --out")
+        while self.epoch < self.cfg.epochs:
+            record = self._train_epoch(train_set)
+            if val_set is not None:
+                record.update({f"val_{k}": v for k, v in self.evaluate(val_set).items()})
+            self._end_epoch(record)
+        return FitResult(
+            self.run_dir / "best.safetensors",
+            self.run_dir / "last.safetensors",
+            self.best_epoch,
+            self.best_value,
+            self.history,
+        )
+
+    def _train_epoch(self, train_set: Dataset) -> dict[str, Any]:
+        self.model.train()
+        order = _epoch_order(len(train_set), self.cfg.seed, self.epoch)
+        batches = list(_chunks(order, self.cfg.batch_size))
+        if self.step_in_epoch == 0:
+            torch.manual_seed(_mix(self.cfg.seed, self.epoch))
+        sums: dict[str, float] = {}
+        correct = seen = 0
+        start = time.perf_counter()
+        bar = _progress(len(batches), self.step_in_epoch, f"epoch {self.epoch + 1}/{self.cfg.epochs}", self.cfg)
+        for index in range(self.step_in_epoch, len(batches)):
+            batch = self.collate([train_set[i] for i in batches[index]])
+            out = self.objective(self.model, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            out.terms["loss"].backward()
+            if self.cfg.optim.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+            self.optimizer.step()
+            n = len(batches[index])
+            for k, v in out.terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+            correct += int((out.logits.detach().argmax(1) == batch["label"]).sum())
+            seen += n
+            self.step_in_epoch, self.global_step = index + 1, self.global_step + 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
+            if self.cfg.save_every_steps and self.global_step % self.cfg.save_every_steps == 0:
+                self._save_state()
+        if bar is not None:
+            bar.close()
+        record = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
+        record.update(epoch=self.epoch + 1, train_top1=correct / max(seen, 1), lr=self.optimizer.param_groups[0]["lr"])
+        record["train_seconds"] = time.perf_counter() - start
+        return record
+
+    @torch.no_grad()
+    def predict(self, dataset: Dataset) -> torch.Tensor:
+        """Logits for every item of `dataset`, in order."""
+        self.model.eval()
+        outs = []
+        for idx in _chunks(list(range(len(dataset))), self.cfg.eval_batch_size):
+            outs.append(self.model(self.eval_collate([dataset[i] for i in idx])["image"]))
+        return torch.cat(outs)
+
+    def evaluate(self, dataset: Dataset) -> dict[str, float]:
+        """The objective's terms (no update) and top-1 on `dataset`, in eval mode."""
+        self.model.eval()
+        sums: dict[str, float] = {}
+        correct = 0
+        for idx in _chunks(list(range(len(dataset))), self.cfg.eval_batch_size):
+            batch = self.eval_collate([dataset[i] for i in idx])
+            out = self.objective(self.model, batch)
+            for k, v in out.terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
+            correct += int((out.logits.detach().argmax(1) == batch["label"]).sum())
+        n = max(len(dataset), 1)
+        return {**{k: v / n for k, v in sums.items()}, "top1": correct / n}
+
+    def _end_epoch(self, record: dict[str, Any]) -> None:
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.scheduler.step()
+        value = record.get(f"val_{'loss' if self.cfg.select_by == 'val_loss' else 'top1'}")
+        if value is None:  # no validation set: the last epoch is the best
+            value = -self.epoch if self.cfg.select_by == "val_loss" else self.epoch
+        better = value < self.best_value if self.cfg.select_by == "val_loss" else value > self.best_value
+        save_checkpoint(self.model, self.run_dir / "last.safetensors", {"epoch": str(self.epoch)})
+        if self.cfg.keep_epoch_checkpoints:
+            save_checkpoint(self.model, self.run_dir / f"epoch_{self.epoch:03d}.safetensors")
+        if better:
+            self.best_value, self.best_epoch = float(value), self.epoch
+            save_checkpoint(self.model, self.run_dir / "best.safetensors", {"epoch": str(self.epoch)})
+        record["best_epoch"] = self.best_epoch
+        self.history.append(record)
+        self._log(record)
+        self._save_state()
+
+    # ---- persistence ----------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "rng": torch.get_rng_state(),
+            "history": json.dumps(self.history),
+        }
+
+    def _save_state(self) -> None:
+        with atomic_path(self.run_dir / STATE_FILE) as tmp:
+            torch.save(self._state(), tmp)
+
+    def _load_state(self) -> None:
+        path = self.run_dir / STATE_FILE
+        if not path.is_file():
+            raise CftError(f"nothing to resume: {path} does not exist")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001
+            raise CftError(f"cannot resume from {path} ({type(err).__name__}: {err})") from None
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step = state["global_step"]
+        self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
+        self.history = json.loads(state["history"])
+        torch.set_rng_state(state["rng"])
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._writer is not None:
+            for k, v in record.items():
+                if isinstance(v, int | float):
+                    self._writer.add_scalar(k, v, record["epoch"])
+            self._writer.flush()
+
+
+def _mix(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    g = torch.Generator().manual_seed(_mix(seed, epoch))
+    return torch.randperm(n, generator=g).tolist()
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
+
+
+def _progress(total: int, initial: int, desc: str, cfg: TrainConfig):
+    if not cfg.progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard not installed: JSONL only
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))

@@ -1,0 +1,126 @@
+"""The trainer: learning, resume equality, best checkpoint, clear config errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import cft
+from cft.config import load_config
+from cft.train import ObjectiveConfig, OptimConfig, TrainConfig, Trainer, build_objective
+from tests.conftest import TINY, tiny_vit
+
+
+class Blobs(torch.utils.data.Dataset):
+    """Class k: a square of colour k in quadrant k; the mask is the square."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.items = []
+        for i in range(n):
+            label = i % 4
+            img = torch.randn(3, 32, 48, generator=g) * 0.1
+            mask = torch.zeros(32, 48)
+            r, c = divmod(label, 2)
+            mask[r * 16 + 4 : r * 16 + 12, c * 24 + 6 : c * 24 + 18] = 1
+            colour = torch.full((3, 1, 1), 4.0) if label == 3 else torch.eye(3)[label][:, None, None] * 4
+            self.items.append({"image": img + colour * mask, "label": label, "mask": mask})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def collate(items: list[dict]) -> dict[str, torch.Tensor]:
+    return {
+        "image": torch.stack([x["image"] for x in items]),
+        "label": torch.tensor([x["label"] for x in items]),
+        "mask": torch.stack([x["mask"] for x in items]),
+    }
+
+
+def _trainer(tmp_path, objective="erm", epochs=3, **train):
+    torch.manual_seed(0)
+    model = cft.load_model("vit_tiny_patch16_224", **{**TINY, "num_classes": 4, "img_size": (32, 48)})
+    cfg = TrainConfig(
+        epochs=epochs, batch_size=4, optim=OptimConfig(lr=1e-3, lr_decay_every=1), progress=False, **train
+    )
+    return Trainer(model, build_objective(ObjectiveConfig(name=objective)), cfg, tmp_path, collate)
+
+
+def test_erm_learns_and_writes_artifacts(tmp_path):
+    trainer = _trainer(tmp_path / "run", epochs=5)
+    result = trainer.fit(Blobs(32), Blobs(16, seed=1))
+    assert result.history[-1]["val_top1"] >= 0.5 > result.history[0]["val_top1"]
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.best_path.is_file() and result.last_path.is_file()
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4, 5]
+    # the learning rate decays by 0.85 every epoch here
+    assert result.history[1]["lr"] == pytest.approx(1e-3 * 0.85)
+
+
+@pytest.mark.parametrize("objective", ["cft", "no-guidance"])
+def test_guided_objectives_step(tmp_path, objective):
+    trainer = _trainer(tmp_path / objective, objective=objective, epochs=1)
+    result = trainer.fit(Blobs(8), None)
+    terms = {k for k in result.history[0] if k.startswith("train_")}
+    expected = {"train_loss", "train_cls", "train_top1", "train_seconds"}
+    if objective == "cft":
+        expected |= {"train_concept", "train_non_concept", "train_align"}
+    assert terms == expected
+
+
+def _weights(path):
+    return load_file(str(path))
+
+
+@pytest.mark.parametrize("objective", ["erm", "cft"])
+def test_resume_equals_uninterrupted(tmp_path, objective):
+    full = _trainer(tmp_path / "full", objective=objective, epochs=3, save_every_steps=3)
+    full.fit(Blobs(20), Blobs(8, seed=1))
+
+    class Killed(Exception):
+        pass
+
+    killed = _trainer(tmp_path / "killed", objective=objective, epochs=3, save_every_steps=3)
+    original_save = killed._save_state
+
+    def save_then_die():
+        original_save()
+        if killed.global_step == 9:  # mid-epoch 2 (5 steps an epoch)
+            raise Killed
+
+    killed._save_state = save_then_die
+    with pytest.raises(Killed):
+        killed.fit(Blobs(20), Blobs(8, seed=1))
+    resumed = _trainer(tmp_path / "killed", objective=objective, epochs=3, save_every_steps=3)
+    resumed.fit(Blobs(20), Blobs(8, seed=1), resume=True)
+    a, b = _weights(tmp_path / "full" / "last.safetensors"), _weights(tmp_path / "killed" / "last.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_existing_run_needs_resume(tmp_path):
+    _trainer(tmp_path, epochs=1).fit(Blobs(4), None)
+    with pytest.raises(cft.CftError, match="--resume"):
+        _trainer(tmp_path, epochs=1).fit(Blobs(4), None)
+    with pytest.raises(cft.CftError, match="nothing to resume"):
+        _trainer(tmp_path / "empty", epochs=1).fit(Blobs(4), None, resume=True)
+
+
+def test_bad_configs():
+    with pytest.raises(cft.CftError, match="unknown key"):
+        load_config(TrainConfig, overrides=["optim.learning_rate=1"])
+    with pytest.raises(cft.CftError, match="train.epochs"):
+        Trainer(tiny_vit(), build_objective(ObjectiveConfig()), TrainConfig(epochs=0), "/tmp/x", collate)
+    with pytest.raises(cft.CftError, match="objective.name"):
+        build_objective(ObjectiveConfig(name="magic"))
+    with pytest.raises(cft.CftError, match="must be a number"):
+        load_config(TrainConfig, overrides=["optim.lr=fast"])
