@@ -1,0 +1,424 @@
+"""The synthetic world: configuration, deterministic biased splits and their on-disk cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cft.errors import CftError
+from cft.world.backgrounds import TEXTURES, BackgroundBank
+from cft.world.objects import CATEGORIES, draw_labels, paint, sample_palette
+
+__all__ = ["BIASED_SPLITS", "SPLITS", "SyntheticWorld", "WorldConfig", "WorldSplit", "collate"]
+
+SPLITS = ("train", "val", "test-id", "test-ood", "test-flipped")
+BIASED_SPLITS = ("train", "val", "test-id")
+_CACHE_KEYS = (
+    "images",
+    "labels",
+    "backgrounds",
+    "label_maps",
+    "part_class",
+    "part_name",
+    "classes",
+    "background_names",
+    "split",
+)
+
+
+def _default_sizes() -> dict[str, int]:
+    return {"train": 10_000, "val": 1_000, "test-id": 2_000, "test-ood": 2_000, "test-flipped": 2_000}
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Everything that defines a world; the same config (and seed) always gives the same samples.
+
+    Splits: class c sits on its own background c with probability `bias` in train, val and test-id (else on a
+    uniformly random other background), on a uniformly random background in test-ood and never on its own in
+    test-flipped. Difficulty knobs: object size (`scale_range`: longest side of the object's bounding box as a
+    fraction of the image), pose (`max_rotation` degrees, `flip`), `shape_jitter` (0: canonical shapes), part
+    colours (`part_hue_jitter` degrees, `part_value_jitter`), painting (`pixel_noise`, `shading`, `outline`
+    darkening) and backgrounds (`bg_contrast` scales texture contrast; per sample the texture is shifted to a mean
+    colour drawn from its background's range, widened by the hue (degrees), saturation and brightness jitters, and
+    its contrast is jittered; `bg_tiles` precomputed tiles per background and split).
+    """
+
+    image_size: int = 64
+    num_classes: int = 10
+    num_backgrounds: int = 12
+    bias: float = 0.95
+    seed: int = 0
+    scale_range: tuple[float, float] = (0.55, 0.9)
+    max_rotation: float = 25.0
+    flip: bool = True
+    shape_jitter: float = 1.0
+    part_hue_jitter: float = 10.0
+    part_value_jitter: float = 0.1
+    pixel_noise: float = 0.03
+    shading: float = 0.25
+    outline: float = 0.35
+    bg_contrast: float = 1.0
+    bg_contrast_jitter: float = 0.3
+    bg_hue_jitter: float = 10.0
+    bg_saturation_jitter: float = 0.2
+    bg_brightness_jitter: float = 0.15
+    bg_tiles: int = 8
+    split_sizes: Mapping[str, int] = field(default_factory=_default_sizes)
+
+    def __post_init__(self) -> None:
+        _check_config(self)
+
+    def to_json(self) -> str:
+        """The config as a JSON string (stored in cached splits)."""
+        return json.dumps(dataclasses.asdict(self) | {"split_sizes": dict(self.split_sizes)})
+
+
+def _fail(name: str, message: str, value: Any) -> None:
+    raise CftError(f"WorldConfig.{name} {message}, got {value!r}")
+
+
+def _check_config(c: WorldConfig) -> None:
+    """Raise a CftError that names the first bad field."""
+    for f in dataclasses.fields(c):
+        value = getattr(c, f.name)
+        if f.type in ("float", "int") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            _fail(f.name, "must be a number", value)
+    if not isinstance(c.image_size, int) or c.image_size < 32:
+        _fail("image_size", "must be an integer >= 32", c.image_size)
+    if not isinstance(c.num_classes, int) or not 2 <= c.num_classes <= len(CATEGORIES):
+        _fail(
+            "num_classes",
+            f"must be an integer in [2, {len(CATEGORIES)}] (the object categories available)",
+            c.num_classes,
+        )
+    if not isinstance(c.num_backgrounds, int) or not 2 <= c.num_backgrounds <= len(TEXTURES):
+        _fail(
+            "num_backgrounds", f"must be an integer in [2, {len(TEXTURES)}] (the textures available)", c.num_backgrounds
+        )
+    if c.num_classes > c.num_backgrounds:
+        _fail(
+            "num_classes",
+            f"must not exceed num_backgrounds={c.num_backgrounds} (each class needs its own)",
+            c.num_classes,
+        )
+    if not 0.0 <= c.bias <= 1.0:
+        _fail("bias", "must be a probability in [0, 1]", c.bias)
+    if not isinstance(c.seed, int) or c.seed < 0:
+        _fail("seed", "must be a non-negative integer", c.seed)
+    if len(c.scale_range) != 2 or not 0.0 < c.scale_range[0] <= c.scale_range[1] <= 1.0:
+        _fail("scale_range", "must be (low, high) with 0 < low <= high <= 1", c.scale_range)
+    if not 0.0 <= c.max_rotation <= 180.0:
+        _fail("max_rotation", "must be in [0, 180] degrees", c.max_rotation)
+    for name in (
+        "shape_jitter",
+        "part_hue_jitter",
+        "part_value_jitter",
+        "pixel_noise",
+        "shading",
+        "bg_contrast",
+        "bg_hue_jitter",
+    ):
+        if getattr(c, name) < 0:
+            _fail(name, "must be >= 0", getattr(c, name))
+    for name in ("outline", "bg_contrast_jitter", "bg_saturation_jitter", "bg_brightness_jitter"):
+        if not 0.0 <= getattr(c, name) <= 1.0:
+            _fail(name, "must be in [0, 1]", getattr(c, name))
+    if not isinstance(c.bg_tiles, int) or c.bg_tiles < 1:
+        _fail("bg_tiles", "must be an integer >= 1", c.bg_tiles)
+    for split, n in dict(c.split_sizes).items():
+        if split not in SPLITS:
+            _fail("split_sizes", f"has unknown split {split!r} (known: {', '.join(SPLITS)})", dict(c.split_sizes))
+        if not isinstance(n, int) or n <= 0:
+            _fail("split_sizes", f"must give a positive integer size for {split!r}", dict(c.split_sizes))
+
+
+def _check_split(name: str) -> str:
+    if name not in SPLITS:
+        raise CftError(f"unknown split {name!r}; choose one of: {', '.join(SPLITS)}")
+    return name
+
+
+def _split_code(name: str) -> int:
+    return zlib.crc32(name.encode())
+
+
+class SyntheticWorld:
+    """Objects of `classes` drawn from named parts on procedural `backgrounds`, with exact part masks.
+
+    Class i's own background is background i; backgrounds beyond num_classes belong to no class (neutral).
+    Sample i of a split depends only on (config, split name, i).
+    """
+
+    def __init__(self, config: WorldConfig | None = None, **overrides: Any) -> None:
+        config = config or WorldConfig()
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(WorldConfig)})
+        if unknown:
+            raise CftError(f"unknown WorldConfig field(s): {', '.join(unknown)}")
+        self.config = dataclasses.replace(config, **overrides) if overrides else config
+        self.classes: tuple[str, ...] = tuple(CATEGORIES)[: self.config.num_classes]
+        self.backgrounds: tuple[str, ...] = tuple(TEXTURES)[: self.config.num_backgrounds]
+        table: list[tuple[int, str]] = [(-1, "background")]
+        for c, name in enumerate(self.classes):
+            table.extend((c, part) for part in CATEGORIES[name].parts)
+        if len(table) > 256:
+            raise CftError(f"too many parts ({len(table) - 1}) for a uint8 label map")
+        self.part_table: tuple[tuple[int, str], ...] = tuple(table)
+        self._part_ids = [{p: i for i, (c, p) in enumerate(table) if c == k} for k in range(len(self.classes))]
+        self._banks: dict[str, BackgroundBank] = {}
+
+    def __repr__(self) -> str:
+        return f"SyntheticWorld({self.config})"
+
+    def class_index(self, cls: int | str) -> int:
+        """The index of a class given by index or name."""
+        if isinstance(cls, str):
+            if cls not in self.classes:
+                raise CftError(f"unknown class {cls!r}; classes: {', '.join(self.classes)}")
+            return self.classes.index(cls)
+        if not 0 <= int(cls) < len(self.classes):
+            raise CftError(f"class index {cls} out of range [0, {len(self.classes)})")
+        return int(cls)
+
+    def part_names(self, cls: int | str) -> tuple[str, ...]:
+        """The part names of a class, in drawing (z) order."""
+        return CATEGORIES[self.classes[self.class_index(cls)]].parts
+
+    def own_background(self, cls: int | str) -> int:
+        """The background id a class is correlated with in the biased splits."""
+        return self.class_index(cls)
+
+    def split(self, name: str, n: int | None = None) -> WorldSplit:
+        """A split of n samples (default: config.split_sizes[name]), generated on access."""
+        _check_split(name)
+        n = self.config.split_sizes.get(name, 1_000) if n is None else n
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+            raise CftError(f"split size n must be a positive integer, got {n!r}")
+        self._bank(name)  # built now, so DataLoader workers inherit it
+        return WorldSplit(name, int(n), self.classes, self.backgrounds, self.part_table, world=self)
+
+    def _bank(self, split: str) -> BackgroundBank:
+        """Background tiles of one split (each split has its own, so no two splits share background pixels)."""
+        if split not in self._banks:
+            rng = np.random.default_rng([self.config.seed, _split_code(split), 1, 0])
+            size = self.config.image_size
+            self._banks[split] = BackgroundBank(self.backgrounds, 2 * size, self.config.bg_tiles, rng)
+        return self._banks[split]
+
+    def _choose(self, split: str, index: int) -> tuple[int, int, np.random.Generator]:
+        """Class, background and the sample's generator (seeded from seed, split name and index)."""
+        rng = np.random.default_rng([self.config.seed, _split_code(split), 0, index])
+        label = index % len(self.classes)
+        count = len(self.backgrounds)
+        if split == "test-ood":
+            return label, int(rng.integers(count)), rng
+        if split in BIASED_SPLITS and rng.random() < self.config.bias:
+            return label, label, rng
+        other = int(rng.integers(count - 1))
+        return label, other + (other >= label), rng
+
+    def generate(self, split: str, index: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Sample `index` of a split: (H, W, 3) uint8 image, (H, W) uint8 label map, class, background."""
+        c = self.config
+        label, background, rng = self._choose(_check_split(split), index)
+        size = c.image_size
+        bg = self._bank(split).draw(
+            background,
+            rng,
+            size,
+            contrast=c.bg_contrast,
+            contrast_jitter=c.bg_contrast_jitter,
+            hue_jitter=c.bg_hue_jitter,
+            saturation_jitter=c.bg_saturation_jitter,
+            brightness_jitter=c.bg_brightness_jitter,
+        )
+        category, ids = CATEGORIES[self.classes[label]], self._part_ids[label]
+        labels = draw_labels(
+            category,
+            ids,
+            rng,
+            size,
+            scale_range=c.scale_range,
+            max_rotation=c.max_rotation,
+            flip=c.flip,
+            shape_jitter=c.shape_jitter,
+        )
+        palette = np.zeros((len(self.part_table), 3), np.float32)
+        for part, rgb in sample_palette(category, rng, c.part_hue_jitter, c.part_value_jitter).items():
+            palette[ids[part]] = rgb
+        image = paint(bg, labels, palette, rng, noise=c.pixel_noise, shading=c.shading, outline=c.outline)
+        return image, labels, label, background
+
+
+class WorldSplit(Dataset):
+    """One split of a world: generated on access, or held in memory after `materialize()` or `load()`.
+
+    `sample(i)` gives numpy arrays, `split[i]` the same as torch tensors: image (3, H, W) uint8, label, background,
+    object_mask (H, W) bool, part_masks {part name: (H, W) bool} for the parts of the sample's class (some may be
+    empty when a small part falls between pixels), label_map (H, W) uint8 part ids (see `part_table`) and index.
+    Batch with `collate` (part names differ between classes).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        size: int,
+        classes: Sequence[str],
+        backgrounds: Sequence[str],
+        part_table: Sequence[tuple[int, str]],
+        *,
+        world: SyntheticWorld | None = None,
+        arrays: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        self.name, self.size = name, size
+        self.classes, self.backgrounds = tuple(classes), tuple(backgrounds)
+        self.part_table = tuple((int(c), str(p)) for c, p in part_table)
+        self.world = world
+        self._arrays = dict(arrays) if arrays is not None else None
+        self._ids = [{p: i for i, (c, p) in enumerate(self.part_table) if c == k} for k in range(len(self.classes))]
+
+    def __repr__(self) -> str:
+        source = "cached" if self._arrays is not None else "generated"
+        return f"WorldSplit({self.name!r}, n={self.size}, {source})"
+
+    def __len__(self) -> int:
+        return self.size
+
+    def part_names(self, cls: int) -> tuple[str, ...]:
+        """The part names of class index `cls`, in drawing order."""
+        return tuple(self._ids[cls])
+
+    def _index(self, i: int) -> int:
+        i = int(i)
+        if i < 0:
+            i += self.size
+        if not 0 <= i < self.size:
+            raise IndexError(f"index {i} out of range for a split of {self.size}")
+        return i
+
+    def _raw(self, i: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+        if self._arrays is not None:
+            a = self._arrays
+            return a["images"][i], a["label_maps"][i], int(a["labels"][i]), int(a["backgrounds"][i])
+        assert self.world is not None
+        return self.world.generate(self.name, i)
+
+    def sample(self, i: int) -> dict[str, Any]:
+        """Sample i as numpy arrays (see the class docstring)."""
+        i = self._index(i)
+        image, label_map, label, background = self._raw(i)
+        return {
+            "image": np.ascontiguousarray(image.transpose(2, 0, 1)),
+            "label": label,
+            "background": background,
+            "object_mask": label_map > 0,
+            "part_masks": {p: label_map == k for p, k in self._ids[label].items()},
+            "label_map": label_map,
+            "index": i,
+        }
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        s = self.sample(i)
+        tensors = {k: torch.from_numpy(s[k]) for k in ("image", "object_mask", "label_map")}
+        masks = {p: torch.from_numpy(m) for p, m in s["part_masks"].items()}
+        return {**s, **tensors, "part_masks": masks}
+
+    def labels_and_backgrounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Class and background id of every sample, without rendering any image."""
+        if self._arrays is not None:
+            return self._arrays["labels"].copy(), self._arrays["backgrounds"].copy()
+        assert self.world is not None
+        pairs = [self.world._choose(self.name, i)[:2] for i in range(self.size)]
+        labels, backgrounds = np.array(pairs, dtype=np.int64).reshape(-1, 2).T
+        return labels, backgrounds
+
+    def materialize(self) -> WorldSplit:
+        """Generate every sample into memory (a no-op when already there); returns self."""
+        if self._arrays is None:
+            assert self.world is not None
+            s = self.world.config.image_size
+            a = {
+                "images": np.empty((self.size, s, s, 3), np.uint8),
+                "label_maps": np.empty((self.size, s, s), np.uint8),
+                "labels": np.empty(self.size, np.int64),
+                "backgrounds": np.empty(self.size, np.int64),
+            }
+            for i in range(self.size):
+                a["images"][i], a["label_maps"][i], a["labels"][i], a["backgrounds"][i] = self.world.generate(
+                    self.name, i
+                )
+            self._arrays = a
+        return self
+
+    def save(self, path: str | Path) -> Path:
+        """Write the whole split to a compressed .npz, atomically (temp file in the same folder, then rename)."""
+        path = Path(path)
+        self.materialize()
+        assert self._arrays is not None
+        config = self.world.config.to_json() if self.world is not None else self._arrays.get("config", "")
+        payload = {
+            **{k: self._arrays[k] for k in ("images", "labels", "backgrounds", "label_maps")},
+            "part_class": np.array([c for c, _ in self.part_table], np.int64),
+            "part_name": np.array([p for _, p in self.part_table]),
+            "classes": np.array(self.classes),
+            "background_names": np.array(self.backgrounds),
+            "split": np.array(self.name),
+            "config": np.array(str(config)),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez_compressed(f, **payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> WorldSplit:
+        """A split cached by `save`, held in memory; equal, sample by sample, to the one that was saved."""
+        path = Path(path)
+        if not path.is_file():
+            raise CftError(f"cached split {path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = [k for k in _CACHE_KEYS if k not in z.files]
+                if missing:
+                    raise CftError(f"{path} is not a cached world split (missing {', '.join(missing)})")
+                data = {k: z[k] for k in z.files}
+        except CftError:
+            raise
+        except Exception as err:  # zipfile / numpy raise many types for foreign or truncated files
+            raise CftError(f"cannot read cached split {path} ({type(err).__name__}: {err})") from None
+        n = len(data["labels"])
+        table = list(zip(data["part_class"].tolist(), data["part_name"].tolist(), strict=True))
+        arrays = {k: data[k] for k in ("images", "labels", "backgrounds", "label_maps")}
+        if "config" in data:
+            arrays["config"] = data["config"]
+        return cls(
+            str(data["split"]), n, data["classes"].tolist(), data["background_names"].tolist(), table, arrays=arrays
+        )
+
+
+def collate(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Batch WorldSplit items for a DataLoader: tensors stacked, part_masks kept as a list of dicts."""
+    out: dict[str, Any] = {k: torch.stack([b[k] for b in batch]) for k in ("image", "object_mask", "label_map")}
+    for k in ("label", "background", "index"):
+        out[k] = torch.tensor([int(b[k]) for b in batch], dtype=torch.long)
+    out["part_masks"] = [b["part_masks"] for b in batch]
+    return out

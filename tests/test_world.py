@@ -1,0 +1,239 @@
+"""The synthetic world: exact part masks, determinism, the spurious bias, balance, the cache and config errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from cft.errors import CftError
+from cft.world import (
+    CATEGORIES,
+    SPLITS,
+    TEXTURES,
+    BackgroundBank,
+    SyntheticWorld,
+    WorldConfig,
+    WorldSplit,
+    collate,
+    contact_sheet,
+)
+from cft.world.geometry import Jitter
+from cft.world.objects import paint
+
+
+@pytest.fixture(scope="module")
+def world() -> SyntheticWorld:
+    return SyntheticWorld(WorldConfig(seed=3))
+
+
+def test_world_names(world):
+    assert world.classes == tuple(CATEGORIES)[:10]
+    assert len(world.backgrounds) == 12 and set(world.backgrounds) <= set(TEXTURES)
+    assert {"bird", "fish", "car", "airplane", "boat", "house", "tree", "flower", "butterfly", "cat"} == set(
+        world.classes
+    )
+    assert "wheel" in world.part_names("car") and "beak" in world.part_names(0)
+    assert all(len(world.part_names(c)) >= 3 for c in world.classes)
+    assert [world.own_background(c) for c in range(10)] == list(range(10))
+
+
+@pytest.mark.parametrize("name", list(CATEGORIES))
+def test_builders_emit_parts_in_z_order(name):
+    category = CATEGORIES[name]
+    parts = category.build(Jitter(np.random.default_rng(0), 1.0))
+    order = [category.parts.index(p) for p, _ in parts]
+    assert order == sorted(order) and set(order) == set(range(len(category.parts)))
+    assert all(poly.ndim == 2 and poly.shape[1] == 2 and len(poly) >= 3 for _, poly in parts)
+    assert set(category.colours) == set(category.parts)
+
+
+def test_part_masks_are_exact(world):
+    split = world.split("train", 40)
+    seen: dict[int, set[str]] = {}
+    for i in range(len(split)):
+        s = split.sample(i)
+        lm, label = s["label_map"], s["label"]
+        assert s["image"].shape == (3, 64, 64) and s["image"].dtype == np.uint8
+        assert list(s["part_masks"]) == list(world.part_names(label))
+        ids = {p: k for k, (c, p) in enumerate(split.part_table) if c == label}
+        assert set(np.unique(lm)) <= {0, *ids.values()}  # only this class's parts
+        total = np.zeros(lm.shape, np.int64)
+        for name, mask in s["part_masks"].items():
+            assert mask.dtype == bool
+            np.testing.assert_array_equal(mask, lm == ids[name])
+            total += mask
+            if mask.any():
+                seen.setdefault(label, set()).add(name)
+        assert total.max() <= 1  # disjoint
+        np.testing.assert_array_equal(total == 1, s["object_mask"])  # union is the object
+        assert 0.05 < s["object_mask"].mean() < 0.9
+    for label, names in seen.items():  # every part of every class shows up in 4 samples
+        assert names == set(world.part_names(label)), world.classes[label]
+
+
+def test_painting_leaves_background_pixels_alone(world, monkeypatch):
+    flat = np.full((64, 64, 3), (17, 101, 203), np.uint8)
+    monkeypatch.setattr(BackgroundBank, "draw", lambda self, *args, **kwargs: flat.copy())
+    fresh = SyntheticWorld(world.config)
+    for i in range(10):
+        image, lm, _, _ = fresh.generate("test-ood", i)
+        np.testing.assert_array_equal(image[lm == 0], flat[lm == 0])
+        assert (image[lm > 0] != flat[lm > 0]).any(axis=1).mean() > 0.99
+
+
+def test_paint_function():
+    rng = np.random.default_rng(0)
+    lm = np.zeros((32, 32), np.uint8)
+    lm[5:20, 5:25], lm[8:12, 8:12] = 1, 2
+    bg = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    palette = np.array([[0, 0, 0], [1, 0, 0], [0, 0, 1]], np.float32)
+    out = paint(bg, lm, palette, rng, noise=0.0, shading=0.0, outline=0.5)
+    np.testing.assert_array_equal(out[lm == 0], bg[lm == 0])
+    assert tuple(out[15, 15]) == (255, 0, 0) and tuple(out[10, 10]) == (0, 0, 255)
+    assert tuple(out[5, 15]) == (128, 0, 0)  # silhouette pixels are darkened by the outline
+
+
+def test_deterministic_by_seed_split_and_index(world):
+    again = SyntheticWorld(WorldConfig(seed=3))
+    other = SyntheticWorld(WorldConfig(seed=4))
+    a, b, c = world.split("test-id", 6), again.split("test-id", 6), other.split("test-id", 6)
+    for i in (5, 0, 3):  # any access order
+        sa, sb, sc = a.sample(i), b.sample(i), c.sample(i)
+        assert sa["image"].tobytes() == sb["image"].tobytes()
+        assert sa["label_map"].tobytes() == sb["label_map"].tobytes()
+        assert sa["image"].tobytes() != sc["image"].tobytes()
+    assert a.sample(2)["image"].tobytes() == world.split("test-id", 3).sample(2)["image"].tobytes()  # n-independent
+    images = {name: {world.split(name, 10).sample(i)["image"].tobytes() for i in range(10)} for name in SPLITS}
+    for x in SPLITS:
+        for y in SPLITS:
+            if x < y:
+                assert not images[x] & images[y], (x, y)
+
+
+def _own_fraction(split: WorldSplit) -> float:
+    labels, backgrounds = split.labels_and_backgrounds()
+    return float((labels == backgrounds).mean())
+
+
+@pytest.mark.parametrize("name", ["train", "val", "test-id"])
+def test_biased_splits(world, name):
+    n, p = 2000, world.config.bias
+    frac = _own_fraction(world.split(name, n))
+    assert abs(frac - p) <= 3 * math.sqrt(p * (1 - p) / n)
+
+
+def test_ood_and_flipped_splits(world):
+    n, q = 2000, 1 / len(world.backgrounds)
+    ood = world.split("test-ood", n)
+    assert abs(_own_fraction(ood) - q) <= 3 * math.sqrt(q * (1 - q) / n)
+    assert len(np.unique(ood.labels_and_backgrounds()[1])) == len(world.backgrounds)
+    flipped = world.split("test-flipped", n)
+    assert _own_fraction(flipped) == 0.0
+    assert len(np.unique(flipped.labels_and_backgrounds()[1])) == len(world.backgrounds)
+
+
+def test_bias_extremes_and_metadata_matches_samples():
+    world = SyntheticWorld(num_classes=4, num_backgrounds=4, bias=1.0)
+    assert _own_fraction(world.split("train", 200)) == 1.0
+    world = SyntheticWorld(num_classes=4, num_backgrounds=4, bias=0.0)
+    split = world.split("val", 12)
+    assert _own_fraction(split) == 0.0
+    labels, backgrounds = split.labels_and_backgrounds()
+    for i in range(12):
+        s = split.sample(i)
+        assert (s["label"], s["background"]) == (labels[i], backgrounds[i])
+
+
+def test_classes_balanced(world):
+    labels, _ = world.split("train", 2000).labels_and_backgrounds()
+    assert np.bincount(labels).tolist() == [200] * 10
+
+
+def test_cache_round_trip(world, tmp_path):
+    split = world.split("test-flipped", 25)
+    path = split.save(tmp_path / "flipped.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flipped.npz"]  # no temp file left behind
+    cached = WorldSplit.load(path)
+    assert (len(cached), cached.name, cached.classes, cached.backgrounds) == (
+        25,
+        "test-flipped",
+        world.classes,
+        world.backgrounds,
+    )
+    assert cached.part_table == split.part_table
+    fresh = world.split("test-flipped", 25)  # generated again, not the materialised one
+    for i in range(25):
+        a, b = fresh.sample(i), cached.sample(i)
+        assert a.keys() == b.keys() and a["part_masks"].keys() == b["part_masks"].keys()
+        for k in ("image", "object_mask", "label_map"):
+            np.testing.assert_array_equal(a[k], b[k])
+        assert (a["label"], a["background"], a["index"]) == (b["label"], b["background"], b["index"])
+        for name in a["part_masks"]:
+            np.testing.assert_array_equal(a["part_masks"][name], b["part_masks"][name])
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(CftError, match="does not exist"):
+        WorldSplit.load(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(CftError, match="junk.npz"):
+        WorldSplit.load(tmp_path / "junk.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(CftError, match="not a cached world split"):
+        WorldSplit.load(tmp_path / "other.npz")
+
+
+def test_torch_dataset_and_collate(world):
+    split = world.split("val", 8)
+    item = split[3]
+    assert item["image"].dtype == torch.uint8 and item["image"].shape == (3, 64, 64)
+    assert item["object_mask"].dtype == torch.bool and isinstance(item["label"], int)
+    assert all(m.dtype == torch.bool and m.shape == (64, 64) for m in item["part_masks"].values())
+    assert torch.equal(item["image"], torch.from_numpy(split.sample(3)["image"]))
+    assert split[-1]["index"] == 7
+    with pytest.raises(IndexError):
+        split[8]
+    batch = next(iter(DataLoader(split, batch_size=4, collate_fn=collate)))
+    assert batch["image"].shape == (4, 3, 64, 64) and batch["label"].tolist() == [0, 1, 2, 3]
+    assert len(batch["part_masks"]) == 4 and "beak" in batch["part_masks"][0]
+
+
+def test_contact_sheet(world):
+    sheet = contact_sheet(world.split("train", 4), 4, cols=2, scale=2)
+    assert sheet.mode == "RGB" and sheet.width == 2 * (2 * 128 + 12)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"bias": 1.5}, "bias"),
+        ({"bias": -0.1}, "bias"),
+        ({"num_classes": 11}, "num_classes"),
+        ({"num_classes": 8, "num_backgrounds": 6}, "num_classes"),
+        ({"num_backgrounds": 13}, "num_backgrounds"),
+        ({"image_size": 16}, "image_size"),
+        ({"seed": -1}, "seed"),
+        ({"scale_range": (0.9, 0.5)}, "scale_range"),
+        ({"outline": 2.0}, "outline"),
+        ({"bias": "high"}, "bias"),
+        ({"split_sizes": {"tran": 10}}, "split_sizes"),
+        ({"colour": 1}, "colour"),
+    ],
+)
+def test_bad_config_names_the_field(overrides, field):
+    with pytest.raises(CftError, match=field):
+        SyntheticWorld(**overrides)
+
+
+def test_bad_split_requests(world):
+    with pytest.raises(CftError, match="unknown split 'tests'"):
+        world.split("tests", 10)
+    for n in (0, -5):
+        with pytest.raises(CftError, match="n must be a positive integer"):
+            world.split("train", n)
+    with pytest.raises(CftError, match="unknown class"):
+        world.part_names("dog")
