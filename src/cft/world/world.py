@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cft.errors import CftError
+from cft.io import atomic_path
 from cft.world.backgrounds import TEXTURES, BackgroundBank
 from cft.world.objects import CATEGORIES, draw_labels, paint, sample_palette
 
@@ -376,17 +375,8 @@ class WorldSplit(Dataset):
             "split": np.array(self.name),
             "config": np.array(str(config)),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, **payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **payload)
         return path
 
     @classmethod
