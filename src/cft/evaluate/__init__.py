@@ -1,0 +1,11 @@
+"""Evaluation: metrics and the runners that apply them."""
+
+from cft.evaluate.metrics import (
+    average_precision,
+    group_accuracies,
+    relevance_alignment,
+    relevance_share,
+    topk_accuracy,
+)
+
+__all__ = ["average_precision", "group_accuracies", "relevance_alignment", "relevance_share", "topk_accuracy"]

@@ -1,0 +1,87 @@
+"""Metrics: top-k, group accuracies (worst group, plain and weighted averages), relevance-vs-mask alignment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from cft.errors import CftError
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
+    """Share of rows whose label is among the k largest logits."""
+    if len(labels) == 0:
+        raise CftError("accuracy of an empty set is undefined")
+    k = min(k, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    return float((top == labels[:, None]).any(dim=1).float().mean())
+
+
+def group_accuracies(
+    correct: np.ndarray, groups: np.ndarray, train_group_sizes: Mapping[int, int] | None = None
+) -> dict[str, float | dict[int, float]]:
+    """Per-group accuracy, the worst group, the plain mean over groups and the mean weighted by training sizes.
+
+    The weighted average weighs each group by its share of the *training* set (as Waterbirds papers report);
+    groups absent from `train_group_sizes` weigh 0. Without sizes it equals the plain average.
+    """
+    correct, groups = np.asarray(correct, bool), np.asarray(groups)
+    if correct.shape != groups.shape or correct.size == 0:
+        raise CftError("correct and groups must be non-empty and of the same length")
+    per = {int(g): float(correct[groups == g].mean()) for g in np.unique(groups)}
+    plain = float(np.mean(list(per.values())))
+    weighted = plain
+    if train_group_sizes:
+        sizes = np.array([train_group_sizes.get(g, 0) for g in per], float)
+        if sizes.sum() > 0:
+            weighted = float((sizes * np.array(list(per.values()))).sum() / sizes.sum())
+    return {"per_group": per, "worst_group": min(per.values()), "average": plain, "weighted_average": weighted}
+
+
+def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
+    """AP of ranking pixels by score against a binary mask (mean precision at each positive); NaN if none."""
+    scores, positives = np.asarray(scores, float).ravel(), np.asarray(positives, bool).ravel()
+    n_pos = int(positives.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    hits = positives[order]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision[hits].sum() / n_pos)
+
+
+def relevance_alignment(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    """Pixel accuracy, mIoU (foreground and background) and mAP of relevance maps against masks, per image averaged.
+
+    Each map is binarised at its own mean (the ImageNet-segmentation protocol of Chefer et al.). Images whose
+    mask is empty are skipped for mAP.
+    """
+    maps, masks = np.asarray(maps, float), np.asarray(masks, bool)
+    if maps.shape != masks.shape:
+        raise CftError(f"maps {maps.shape} and masks {masks.shape} differ in shape")
+    pa, iou, ap = [], [], []
+    for m, s in zip(maps, masks, strict=True):
+        pred = m > m.mean()
+        pa.append(float((pred == s).mean()))
+        ious = []
+        for p_cls, s_cls in ((pred, s), (~pred, ~s)):
+            union = (p_cls | s_cls).sum()
+            ious.append(float((p_cls & s_cls).sum() / union) if union else 1.0)
+        iou.append(float(np.mean(ious)))
+        ap.append(average_precision(m, s))
+    aps = [a for a in ap if not np.isnan(a)]
+    return {
+        "pixel_accuracy": float(np.mean(pa)),
+        "miou": float(np.mean(iou)),
+        "map": float(np.mean(aps)) if aps else float("nan"),
+    }
+
+
+def relevance_share(maps: np.ndarray, masks: np.ndarray) -> float:
+    """Mean share of each map's total relevance that falls inside its mask."""
+    maps, masks = np.asarray(maps, float), np.asarray(masks, bool)
+    totals = maps.reshape(len(maps), -1).sum(1)
+    inside = (maps * masks).reshape(len(maps), -1).sum(1)
+    return float(np.mean(np.where(totals > 0, inside / np.maximum(totals, 1e-12), 0.0)))

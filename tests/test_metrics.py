@@ -1,0 +1,56 @@
+"""Evaluation metrics against hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cft.errors import CftError
+from cft.evaluate import average_precision, group_accuracies, relevance_alignment, relevance_share, topk_accuracy
+
+
+def test_topk():
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.15, 0.05], [0.2, 0.3, 0.5]])
+    labels = torch.tensor([1, 1, 0])
+    assert topk_accuracy(logits, labels, 1) == pytest.approx(1 / 3)
+    assert topk_accuracy(logits, labels, 2) == pytest.approx(2 / 3)
+    assert topk_accuracy(logits, labels, 5) == 1.0
+
+
+def test_group_accuracies_by_hand():
+    # group 0: 3 of 4 right; group 1: 1 of 2; group 2: 0 of 1
+    correct = np.array([1, 1, 1, 0, 1, 0, 0], bool)
+    groups = np.array([0, 0, 0, 0, 1, 1, 2])
+    out = group_accuracies(correct, groups, {0: 90, 1: 9, 2: 1})
+    assert out["per_group"] == {0: 0.75, 1: 0.5, 2: 0.0}
+    assert out["worst_group"] == 0.0
+    assert out["average"] == pytest.approx((0.75 + 0.5 + 0.0) / 3)
+    assert out["weighted_average"] == pytest.approx((90 * 0.75 + 9 * 0.5 + 1 * 0.0) / 100)
+    assert group_accuracies(correct, groups)["weighted_average"] == out["average"]
+
+
+def test_average_precision_by_hand():
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    positives = np.array([1, 0, 1, 0], bool)
+    assert average_precision(scores, positives) == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert np.isnan(average_precision(scores, np.zeros(4, bool)))
+
+
+def test_relevance_alignment_by_hand():
+    maps = np.array([[[0.9, 0.1], [0.8, 0.0]]])  # mean 0.45: predicted foreground = left column
+    masks = np.array([[[1, 0], [0, 0]]], bool)
+    out = relevance_alignment(maps, masks)
+    assert out["pixel_accuracy"] == pytest.approx(3 / 4)
+    assert out["miou"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert out["map"] == pytest.approx(1.0)
+    assert relevance_share(maps, masks) == pytest.approx(0.9 / 1.8)
+
+
+def test_bad_input():
+    with pytest.raises(CftError):
+        relevance_alignment(np.zeros((1, 2, 2)), np.zeros((1, 3, 3), bool))
+    with pytest.raises(CftError):
+        group_accuracies(np.array([], bool), np.array([]))
+    with pytest.raises(CftError):
+        topk_accuracy(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
