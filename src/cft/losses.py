@@ -63,8 +63,7 @@ def concept_alignment(
     inside, outside = s.sum(1), (1 - s).sum(1)
     concept = -(s * phi.log()).sum(1) / inside.clamp_min(eps)
     non = -((1 - s) * (1 - phi).log()).sum(1) / outside.clamp_min(eps)
-    concept, non = concept.mean(), non.mean()
-    return {"concept": concept, "non_concept": non, "align": concept_weight * concept + non_concept_weight * non}
+    return _weighted_terms(concept.mean(), non.mean(), concept_weight, non_concept_weight)
 
 
 def bce_alignment(
@@ -78,7 +77,7 @@ def bce_alignment(
     s = _check_pair(relevance, mask)
     concept = F.binary_cross_entropy((relevance * s).clamp(eps, 1 - eps), s)
     non = F.binary_cross_entropy((relevance * (1 - s)).clamp(eps, 1 - eps), torch.zeros_like(s))
-    return {"concept": concept, "non_concept": non, "align": concept_weight * concept + non_concept_weight * non}
+    return _weighted_terms(concept, non, concept_weight, non_concept_weight)
 
 
 def robustvit_alignment(
@@ -91,8 +90,13 @@ def robustvit_alignment(
     s = _check_pair(relevance, mask)
     background = ((relevance * (1 - s)) ** 2).mean()
     foreground = (s * (relevance - 1) ** 2).mean()
-    align = background_weight * background + foreground_weight * foreground
-    return {"concept": foreground, "non_concept": background, "align": align}
+    return _weighted_terms(foreground, background, foreground_weight, background_weight)
+
+
+def _weighted_terms(
+    concept: torch.Tensor, non: torch.Tensor, concept_weight: float, non_weight: float
+) -> dict[str, torch.Tensor]:
+    return {"concept": concept, "non_concept": non, "align": concept_weight * concept + non_weight * non}
 
 
 def consistency(

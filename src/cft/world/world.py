@@ -46,7 +46,9 @@ class WorldConfig:
 
     Splits: class c sits on its own background c with probability `bias` in train, val and test-id (else on a
     uniformly random other background), on a uniformly random background in test-ood and never on its own in
-    test-flipped. Difficulty knobs: object size (`scale_range`: longest side of the object's bounding box as a
+    test-flipped. `context_only` is the share of samples of the biased splits drawn without their object (the
+    background alone carries the label, as in photos where the object is hidden): pretraining on such data
+    teaches a model to lean on the background. Difficulty knobs: object size (`scale_range`: longest side of the object's bounding box as a
     fraction of the image), pose (`max_rotation` degrees, `flip`), `shape_jitter` (0: canonical shapes), part
     colours (`part_hue_jitter` degrees, `part_value_jitter`), painting (`pixel_noise`, `shading`, `outline`
     darkening) and backgrounds (`bg_contrast` scales texture contrast; per sample the texture is shifted to a mean
@@ -58,6 +60,7 @@ class WorldConfig:
     num_classes: int = 10
     num_backgrounds: int = 12
     bias: float = 0.95
+    context_only: float = 0.0
     seed: int = 0
     scale_range: tuple[float, float] = (0.55, 0.9)
     max_rotation: float = 25.0
@@ -114,6 +117,8 @@ def _check_config(c: WorldConfig) -> None:
         )
     if not 0.0 <= c.bias <= 1.0:
         _fail("bias", "must be a probability in [0, 1]", c.bias)
+    if not 0.0 <= c.context_only < 1.0:
+        _fail("context_only", "must be a probability in [0, 1)", c.context_only)
     if not isinstance(c.seed, int) or c.seed < 0:
         _fail("seed", "must be a non-negative integer", c.seed)
     if len(c.scale_range) != 2 or not 0.0 < c.scale_range[0] <= c.scale_range[1] <= 1.0:
@@ -243,7 +248,8 @@ class SyntheticWorld:
             brightness_jitter=c.bg_brightness_jitter,
         )
         category, ids = CATEGORIES[self.classes[label]], self._part_ids[label]
-        labels = draw_labels(
+        hidden = c.context_only > 0 and split in BIASED_SPLITS and rng.random() < c.context_only
+        labels = np.zeros((size, size), np.uint8) if hidden else draw_labels(
             category,
             ids,
             rng,

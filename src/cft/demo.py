@@ -1,0 +1,391 @@
+"""`cft demo`: the whole method on the synthetic world, on a laptop CPU, with no downloads.
+
+make the world -> the original model (shipped, or pretrained with --from-scratch) -> concepts per class ->
+masks from the world's segmenter -> fine-tune each variant on the same few images -> evaluate -> report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cft.config import from_dict, merge, save_config, to_dict
+from cft.data.fewshot import select_few_shot
+from cft.errors import CftError
+from cft.evaluate.metrics import group_accuracies, relevance_alignment, relevance_share
+from cft.grounding.guidance import guidance_mask
+from cft.io import write_json_atomic
+from cft.models import load_checkpoint, save_checkpoint
+from cft.relevance import relevance, upsample
+from cft.train import ObjectiveConfig, OptimConfig, TrainConfig, Trainer, build_objective
+from cft.world import SyntheticWorld, WorldConfig
+from cft.world.segmenter import WorldSegmenter
+from cft.world.training import ArrayDataset, WorldModelConfig, make_collate, normalize
+
+VARIANTS = ("original", "cft", "object-masks", "no-guidance")
+TEST_SPLITS = ("test-id", "test-ood", "test-flipped")
+SHIPPED_MODEL = "world_vit.safetensors"
+
+
+@dataclass
+class PretrainStage:
+    bias: float = 0.95
+    context_only: float = 0.0
+    epochs: int = 3
+    lr: float = 1e-3
+
+
+@dataclass
+class PretrainConfig:
+    """Training the original model from scratch: stages run in order on fresh world samples."""
+
+    n_train: int = 6000
+    batch_size: int = 64
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    lr_decay: float = 0.7
+    seed: int = 0
+    stages: list[PretrainStage] = field(
+        default_factory=lambda: [
+            PretrainStage(bias=1 / 12, epochs=8, lr=1e-3),
+            PretrainStage(bias=0.95, context_only=0.5, epochs=4, lr=5e-4),
+        ]
+    )
+
+
+@dataclass
+class ConceptConfig:
+    exclude_parts: list[str] = field(default_factory=lambda: ["body"])
+    threshold: float = 0.5
+
+
+@dataclass
+class FinetuneConfig:
+    per_class: int = 3
+    class_fraction: float = 0.5
+    pool: int = 2000  # the train-split images the few-shot sets are drawn from
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    lr_decay: float = 0.85
+    lr_decay_every: int = 2
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    object_objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+
+
+@dataclass
+class EvalConfig:
+    n_test: int = 2000
+    n_relevance: int = 200
+    batch_size: int = 500
+
+
+@dataclass
+class DemoConfig:
+    world: dict[str, Any] = field(default_factory=dict)
+    model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    concepts: ConceptConfig = field(default_factory=ConceptConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+
+
+QUICK = {"seeds": [0], "finetune": {"epochs": 20, "pool": 600}, "evaluate": {"n_test": 500, "n_relevance": 60}}
+
+
+def demo_config(overrides: dict[str, Any] | None = None, quick: bool = False) -> DemoConfig:
+    data = merge(QUICK if quick else {}, overrides or {})
+    cfg = from_dict(DemoConfig, data, where="demo config")
+    make_world(cfg)  # validate the world fields now
+    return cfg
+
+
+def make_world(cfg: DemoConfig) -> SyntheticWorld:
+    try:
+        return SyntheticWorld(WorldConfig(**cfg.world))
+    except TypeError as err:
+        raise CftError(f"demo config world: {err}") from None
+
+
+# ---- the original model ----------------------------------------------------------------------------------
+def model_key(cfg: DemoConfig) -> str:
+    """A hash of everything that determines the pretrained model."""
+    payload = json.dumps(
+        {"world": cfg.world, "model": to_dict(cfg.model), "pretrain": to_dict(cfg.pretrain)}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def shipped_model_path() -> Path:
+    return Path(str(resources.files("cft") / "assets" / SHIPPED_MODEL))
+
+
+def pretrain(cfg: DemoConfig, out: Path, progress: bool = True) -> Path:
+    """Train the original model from scratch, stage by stage; returns its safetensors path (resumable)."""
+    base = make_world(cfg).config
+    classes = base.num_classes
+    model = cfg.model.create(classes, base.image_size)
+    path = out / "original.safetensors"
+    for k, stage in enumerate(cfg.pretrain.stages):
+        world = SyntheticWorld(WorldConfig(**{**cfg.world, "bias": stage.bias, "context_only": stage.context_only}))
+        train = ArrayDataset.from_split(world.split("train", cfg.pretrain.n_train))
+        val = ArrayDataset.from_split(world.split("val", 1000))
+        optim = OptimConfig(
+            lr=stage.lr,
+            weight_decay=cfg.pretrain.weight_decay,
+            lr_decay=cfg.pretrain.lr_decay,
+            lr_decay_every=1,
+            warmup_epochs=cfg.pretrain.warmup_epochs,
+        )
+        tcfg = TrainConfig(
+            epochs=stage.epochs,
+            batch_size=cfg.pretrain.batch_size,
+            seed=cfg.pretrain.seed + k,
+            optim=optim,
+            select_by="last",
+            progress=progress,
+        )
+        run = out / f"stage{k + 1}"
+        trainer = Trainer(model, build_objective(ObjectiveConfig(name="erm")), tcfg, run, make_collate(flip=True))
+        done = (run / "last.safetensors").is_file() and _epochs_done(run) >= stage.epochs
+        if done:
+            load_checkpoint(model, run / "last.safetensors")
+        else:
+            trainer.fit(train, val, resume=(run / "state.pt").is_file())
+    save_checkpoint(model, path, {"model_key": model_key(cfg)})
+    return path
+
+
+def _epochs_done(run: Path) -> int:
+    metrics = run / "metrics.jsonl"
+    return len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+
+
+def original_model(cfg: DemoConfig, out: Path, from_scratch: bool, progress: bool) -> tuple[torch.nn.Module, str]:
+    world = make_world(cfg).config
+    model = cfg.model.create(world.num_classes, world.image_size)
+    shipped = shipped_model_path()
+    if not from_scratch:
+        from safetensors import safe_open
+
+        if not shipped.is_file():
+            raise CftError("no shipped world model in this install; run `cft demo --from-scratch`")
+        with safe_open(str(shipped), "pt") as f:
+            key = (f.metadata() or {}).get("model_key")
+        if key != model_key(cfg):
+            raise CftError(
+                "the shipped world model was trained with another world/model/pretrain config; "
+                "run `cft demo --from-scratch` to pretrain one for this config"
+            )
+        return load_checkpoint(model, shipped), f"shipped ({shipped.name})"
+    return load_checkpoint(model, pretrain(cfg, out / "pretrain", progress)), "pretrained from scratch"
+
+
+# ---- concepts and masks ----------------------------------------------------------------------------------
+def world_concepts(world: SyntheticWorld, cfg: ConceptConfig) -> dict[str, list[str]]:
+    """Until the concept stage runs here: each class's own part names, minus generic ones (e.g. "body")."""
+    return {c: [p for p in world.part_names(c) if p not in cfg.exclude_parts] for c in world.classes}
+
+
+def concept_masks(
+    samples: list[dict], concepts: dict[str, list[str]], classes: tuple[str, ...], segmenter: WorldSegmenter
+) -> list[np.ndarray]:
+    phrases = [concepts[classes[s["label"]]] for s in samples]
+    found = segmenter.segment(samples, phrases)
+    shape = samples[0]["object_mask"].shape
+    return [guidance_mask({k: m for k, (m, _) in f.items()}, shape=shape) for f in found]
+
+
+# ---- fine-tuning and evaluation --------------------------------------------------------------------------
+def finetune(
+    model: torch.nn.Module,
+    data: ArrayDataset,
+    objective: ObjectiveConfig,
+    cfg: FinetuneConfig,
+    seed: int,
+    run: Path,
+    progress: bool,
+) -> torch.nn.Module:
+    optim = OptimConfig(
+        lr=cfg.lr, weight_decay=cfg.weight_decay, lr_decay=cfg.lr_decay, lr_decay_every=cfg.lr_decay_every
+    )
+    tcfg = TrainConfig(
+        epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed, optim=optim, select_by="last", progress=progress
+    )
+    trainer = Trainer(model, build_objective(objective), tcfg, run, make_collate(flip=True))
+    trainer.fit(data, None, resume=(run / "state.pt").is_file())
+    return model
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    model.eval()
+    return torch.cat(
+        [model(normalize(images[i : i + batch_size])).argmax(1) for i in range(0, len(images), batch_size)]
+    )
+
+
+def evaluate_model(
+    model, tests: dict[str, dict], seen: set[int], cfg: EvalConfig, train_groups: dict[int, int]
+) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, t in tests.items():
+        preds = predict(model, t["images"], cfg.batch_size).numpy()
+        correct = preds == t["labels"]
+        groups = t["labels"] * 100 + t["backgrounds"]
+        g = group_accuracies(correct, groups, train_groups)
+        is_seen = np.isin(t["labels"], list(seen))
+        k = min(cfg.n_relevance, len(preds))
+        maps = upsample(relevance(model, normalize(t["images"][:k])).detach(), t["images"].shape[-1]).numpy()
+        out[name] = {
+            "top1": float(correct.mean()),
+            "worst_group": g["worst_group"],
+            "group_average": g["average"],
+            "seen_top1": float(correct[is_seen].mean()) if is_seen.any() else float("nan"),
+            "unseen_top1": float(correct[~is_seen].mean()) if (~is_seen).any() else float("nan"),
+            "relevance_object": relevance_alignment(maps, t["object_masks"][:k]),
+            "relevance_concepts": relevance_alignment(maps, t["concept_masks"][:k]),
+            "relevance_share_object": relevance_share(maps, t["object_masks"][:k]),
+        }
+    return out
+
+
+def load_tests(world: SyntheticWorld, concepts: dict[str, list[str]], cfg: EvalConfig) -> dict[str, dict]:
+    tests = {}
+    for name in TEST_SPLITS:
+        split = world.split(name, cfg.n_test).materialize()
+        arrays = split._arrays
+        k = min(cfg.n_relevance, cfg.n_test)
+        concept_ids = [
+            [i for i, (c, p) in enumerate(split.part_table) if c == cls and p in concepts[world.classes[c]]]
+            for cls in range(len(world.classes))
+        ]
+        maps = arrays["label_maps"][:k]
+        tests[name] = {
+            "images": torch.from_numpy(np.ascontiguousarray(arrays["images"].transpose(0, 3, 1, 2))),
+            "labels": arrays["labels"],
+            "backgrounds": arrays["backgrounds"],
+            "object_masks": maps > 0,
+            "concept_masks": np.stack(
+                [np.isin(m, concept_ids[int(c)]) for m, c in zip(maps, arrays["labels"][:k], strict=True)]
+            ),
+        }
+    return tests
+
+
+def _aggregate(per_seed: dict[int, dict]) -> tuple[dict, dict]:
+    """Mean and standard deviation over seeds of every number in the nested metric dicts."""
+    seeds = list(per_seed)
+
+    def walk(path: tuple[str, ...]):
+        node = per_seed[seeds[0]]
+        for p in path:
+            node = node[p]
+        if isinstance(node, dict):
+            pairs = {k: walk((*path, k)) for k in node}
+            return {k: v[0] for k, v in pairs.items()}, {k: v[1] for k, v in pairs.items()}
+        values = []
+        for s in seeds:
+            v = per_seed[s]
+            for p in path:
+                v = v[p]
+            values.append(v)
+        arr = np.array(values, float)
+        return float(np.nanmean(arr)), float(np.nanstd(arr))
+
+    return walk(())
+
+
+def run_demo(
+    cfg: DemoConfig, out: str | Path, from_scratch: bool = False, progress: bool = True, log=print
+) -> dict[str, Any]:
+    """Run the demo; write results.json, report.md and figures under `out`; return the results."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    world = make_world(cfg)
+    original, origin = original_model(cfg, out, from_scratch, progress)
+    timings["original_model"] = time.perf_counter() - start
+    log(f"original model: {origin}")
+
+    t = time.perf_counter()
+    concepts = world_concepts(world, cfg.concepts)
+    segmenter = WorldSegmenter(cfg.concepts.threshold)
+    pool = world.split("train", cfg.finetune.pool).materialize()
+    labels, backgrounds = pool.labels_and_backgrounds()
+    train_groups = {
+        int(g): int(n) for g, n in zip(*np.unique(labels * 100 + backgrounds, return_counts=True), strict=True)
+    }
+    tests = load_tests(world, concepts, cfg.evaluate)
+    timings["data"] = time.perf_counter() - t
+
+    per_seed: dict[int, dict] = {}
+    selections = {}
+    models: dict[str, torch.nn.Module] = {"original": original}
+    state = {k: v.clone() for k, v in original.state_dict().items()}
+    t_eval = 0.0
+    t_ft = 0.0
+    for seed in cfg.seeds:
+        sel = select_few_shot(
+            labels, cfg.finetune.per_class, cfg.finetune.class_fraction, seed, num_classes=len(world.classes)
+        )
+        selections[seed] = sel.to_dict()
+        samples = [pool.sample(i) for i in sel.indices]
+        masks = {
+            "cft": concept_masks(samples, concepts, world.classes, segmenter),
+            "object-masks": [s["object_mask"].astype(np.float32) for s in samples],
+        }
+        seen = set(sel.seen_classes)
+        t = time.perf_counter()
+        results = {"original": evaluate_model(original, tests, seen, cfg.evaluate, train_groups)}
+        t_eval += time.perf_counter() - t
+        for variant in VARIANTS[1:]:
+            t = time.perf_counter()
+            model = cfg.model.create(len(world.classes), world.config.image_size)
+            model.load_state_dict(state)
+            data = ArrayDataset.from_samples(samples, masks.get(variant))
+            objective = {
+                "cft": cfg.finetune.objective,
+                "object-masks": cfg.finetune.object_objective,
+                "no-guidance": ObjectiveConfig(name="no-guidance", temperature=cfg.finetune.objective.temperature),
+            }[variant]
+            finetune(model, data, objective, cfg.finetune, seed, out / "runs" / f"seed{seed}" / variant, progress)
+            t_ft += time.perf_counter() - t
+            t = time.perf_counter()
+            results[variant] = evaluate_model(model, tests, seen, cfg.evaluate, train_groups)
+            t_eval += time.perf_counter() - t
+            models[variant] = model
+            log(f"seed {seed} {variant}: " + ", ".join(f"{s} {results[variant][s]['top1']:.3f}" for s in TEST_SPLITS))
+        per_seed[seed] = results
+    timings["finetune"], timings["evaluate"] = t_ft, t_eval
+    mean, std = _aggregate(per_seed)
+    from cft.report import write_report
+
+    timings["total"] = time.perf_counter() - start
+    results = {
+        "metrics": mean,
+        "std": std,
+        "per_seed": {str(s): r for s, r in per_seed.items()},
+        "seeds": list(cfg.seeds),
+        "selections": {str(s): v for s, v in selections.items()},
+        "concepts": concepts,
+        "original_model": origin,
+        "timings": timings,
+        "config": to_dict(cfg),
+    }
+    write_report(results, out, world, tests, models, concepts)
+    write_json_atomic(out / "results.json", results)
+    return results

@@ -1,0 +1,153 @@
+"""The demo's report: per-class figures, accuracy bars and a markdown summary with the spread over seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from cft.io import atomic_path, write_bytes_atomic
+from cft.relevance import relevance, upsample
+from cft.visualize import colormap
+
+SCALE = 2
+SPLIT_COLORS = {"test-id": (70, 130, 180), "test-ood": (220, 120, 40), "test-flipped": (150, 60, 150)}
+
+
+def _save(img: Image.Image, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+def _tile(a: np.ndarray) -> Image.Image:
+    img = Image.fromarray(a)
+    return img.resize((img.width * SCALE, img.height * SCALE), Image.NEAREST)
+
+
+def class_grid(world, tests, models, concepts, out: Path) -> Path:
+    """Rows: one test-ood image per class. Columns: image | concept mask | relevance before | after (cft)."""
+    t = tests["test-ood"]
+    idx = [int(np.flatnonzero(t["labels"][: len(t["concept_masks"])] == c)[0]) for c in range(len(world.classes))]
+    x = t["images"][idx]
+    from cft.world.training import normalize
+
+    size = x.shape[-1]
+    before = upsample(relevance(models["original"], normalize(x)).detach(), size).numpy()
+    after = upsample(relevance(models["cft"], normalize(x)).detach(), size).numpy()
+    cell = size * SCALE
+    canvas = Image.new("RGB", (4 * (cell + 4) + 90, len(idx) * (cell + 4) + 18), "white")
+    draw = ImageDraw.Draw(canvas)
+    for j, title in enumerate(("image", "concepts", "before", "after cft")):
+        draw.text((90 + j * (cell + 4), 2), title, fill="black")
+    for r, i in enumerate(idx):
+        y = 18 + r * (cell + 4)
+        draw.text((2, y + cell // 2 - 5), world.classes[t["labels"][i]], fill="black")
+        mask = (t["concept_masks"][i][..., None] * np.array([255, 255, 255])).astype(np.uint8)
+        panels = [x[r].permute(1, 2, 0).numpy(), mask, colormap(before[r]), colormap(after[r])]
+        for j, p in enumerate(panels):
+            canvas.paste(_tile(p), (90 + j * (cell + 4), y))
+    path = out / "figures" / "relevance_grid.png"
+    _save(canvas, path)
+    return path
+
+
+def accuracy_bars(metrics: dict[str, Any], std: dict[str, Any], out: Path) -> Path:
+    """Top-1 per variant and split, with the standard deviation over seeds as a whisker."""
+    variants = list(metrics)
+    splits = list(SPLIT_COLORS)
+    bar, gap, height = 22, 30, 220
+    width = 60 + len(variants) * (len(splits) * bar + gap)
+    canvas = Image.new("RGB", (width, height + 70), "white")
+    draw = ImageDraw.Draw(canvas)
+    base = height + 10
+    for v in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = base - v * height
+        draw.line((40, y, width - 10, y), fill=(225, 225, 225))
+        draw.text((5, y - 6), f"{v:.2f}", fill="black")
+    for i, variant in enumerate(variants):
+        x0 = 50 + i * (len(splits) * bar + gap)
+        for j, split in enumerate(splits):
+            value, spread = metrics[variant][split]["top1"], std[variant][split]["top1"]
+            x = x0 + j * bar
+            draw.rectangle((x, base - value * height, x + bar - 4, base), fill=SPLIT_COLORS[split])
+            mid = x + (bar - 4) / 2
+            draw.line((mid, base - (value + spread) * height, mid, base - (value - spread) * height), fill="black")
+        draw.text((x0, base + 6), variant, fill="black")
+    for j, split in enumerate(splits):
+        draw.rectangle((50 + j * 110, height + 45, 60 + j * 110, height + 55), fill=SPLIT_COLORS[split])
+        draw.text((64 + j * 110, height + 44), split, fill="black")
+    path = out / "figures" / "accuracy.png"
+    _save(canvas, path)
+    return path
+
+
+def _fmt(mean: float, std: float) -> str:
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m, s = results["metrics"], results["std"]
+    seeds = results["seeds"]
+    lines = [
+        "# cft demo report",
+        "",
+        f"Original model: {results['original_model']}. Seeds (class subsets and fine-tuning images): {seeds}. "
+        "Figures are mean ± standard deviation over seeds, in percent.",
+        "",
+        "## Top-1 and worst-group accuracy",
+        "",
+        "| variant | " + " | ".join(f"{sp} top-1 | {sp} worst group" for sp in SPLIT_COLORS) + " |",
+        "|---|" + "---|---|" * len(SPLIT_COLORS),
+    ]
+    for v in m:
+        cells = [
+            f"{_fmt(m[v][sp]['top1'], s[v][sp]['top1'])} | {_fmt(m[v][sp]['worst_group'], s[v][sp]['worst_group'])}"
+            for sp in SPLIT_COLORS
+        ]
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    lines += ["", "## Seen vs unseen classes (test-ood top-1)", "", "| variant | seen | unseen |", "|---|---|---|"]
+    for v in m:
+        o, so = m[v]["test-ood"], s[v]["test-ood"]
+        lines.append(f"| {v} | {_fmt(o['seen_top1'], so['seen_top1'])} | {_fmt(o['unseen_top1'], so['unseen_top1'])} |")
+    lines += [
+        "",
+        "## Relevance alignment on test-ood (binarised at the map's mean)",
+        "",
+        "| variant | share on object | object mIoU | object mAP | concept mIoU | concept mAP |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in m:
+        o = m[v]["test-ood"]
+        lines.append(
+            f"| {v} | {100 * o['relevance_share_object']:.1f} | {100 * o['relevance_object']['miou']:.1f} | "
+            f"{100 * o['relevance_object']['map']:.1f} | {100 * o['relevance_concepts']['miou']:.1f} | "
+            f"{100 * o['relevance_concepts']['map']:.1f} |"
+        )
+    ood = {v: m[v]["test-ood"]["top1"] for v in m}
+    d_id = m["cft"]["test-id"]["top1"] - m["original"]["test-id"]["top1"]
+    lines += [
+        "",
+        "## Summary",
+        "",
+        f"cft vs original: test-ood {100 * (ood['cft'] - ood['original']):+.1f} points, "
+        f"test-id {100 * d_id:+.1f} points. On test-ood, cft vs object-masks: "
+        f"{100 * (ood['cft'] - ood['object-masks']):+.1f}; cft vs no-guidance: "
+        f"{100 * (ood['cft'] - ood['no-guidance']):+.1f}.",
+        "",
+        "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in results["timings"].items()),
+        "",
+        "![accuracy](figures/accuracy.png)",
+        "",
+        "![relevance](figures/relevance_grid.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(results, out: Path, world, tests, models, concepts) -> None:
+    accuracy_bars(results["metrics"], results["std"], out)
+    if "cft" in models:
+        class_grid(world, tests, models, concepts, out)
+    write_bytes_atomic(out / "report.md", markdown(results).encode())

@@ -1,0 +1,94 @@
+"""World samples as training batches, and the small ViT the demo pretrains on the world."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+import cft
+
+MEAN, STD = 0.5, 0.5
+
+
+@dataclass
+class WorldModelConfig:
+    """A small timm ViT for the world's images (random init; the demo pretrains it)."""
+
+    depth: int = 4
+    embed_dim: int = 128
+    num_heads: int = 4
+    patch_size: int = 8
+
+    def create(self, num_classes: int, image_size: int) -> nn.Module:
+        return cft.load_model(
+            "vit_tiny_patch16_224",
+            img_size=image_size,
+            patch_size=self.patch_size,
+            depth=self.depth,
+            embed_dim=self.embed_dim,
+            num_heads=self.num_heads,
+            num_classes=num_classes,
+        )
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) to the model's input: (x / 255 - 0.5) / 0.5."""
+    return (images.float() / 255 - MEAN) / STD
+
+
+class ArrayDataset(Dataset):
+    """Images (N, 3, H, W) uint8, labels and optional guidance masks (N, H, W) held in memory."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None = None) -> None:
+        self.images, self.labels, self.masks = images, labels, masks
+
+    @classmethod
+    def from_split(cls, split: Any, masks: np.ndarray | None = None) -> ArrayDataset:
+        """All of a world split (materialised), with optional masks aligned to its samples."""
+        split.materialize()
+        arrays = split._arrays
+        images = torch.from_numpy(np.ascontiguousarray(arrays["images"].transpose(0, 3, 1, 2)))
+        m = None if masks is None else torch.from_numpy(np.asarray(masks, np.float32))
+        return cls(images, torch.from_numpy(arrays["labels"]).long(), m)
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[dict[str, Any]], masks: Sequence[np.ndarray] | None = None):
+        images = torch.from_numpy(np.stack([s["image"] for s in samples]))
+        labels = torch.tensor([int(s["label"]) for s in samples])
+        m = None if masks is None else torch.from_numpy(np.stack(masks).astype(np.float32))
+        return cls(images, labels, m)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = {"image": self.images[i], "label": self.labels[i]}
+        if self.masks is not None:
+            item["mask"] = self.masks[i]
+        return item
+
+
+def make_collate(flip: bool):
+    """Batch items; with `flip`, each image (and its mask) is mirrored with probability 0.5 (torch's RNG)."""
+
+    def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        batch = {
+            "image": normalize(torch.stack([x["image"] for x in items])),
+            "label": torch.stack([x["label"] for x in items]),
+        }
+        if "mask" in items[0]:
+            batch["mask"] = torch.stack([x["mask"] for x in items])
+        if flip:
+            mirrored = torch.rand(len(items)) < 0.5
+            batch["image"][mirrored] = batch["image"][mirrored].flip(-1)
+            if "mask" in batch:
+                batch["mask"][mirrored] = batch["mask"][mirrored].flip(-1)
+        return batch
+
+    return collate
