@@ -79,7 +79,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(run=run_demo_command)
+
+    finetune = commands.add_parser(
+        "finetune",
+        help="train or fine-tune a model as a YAML recipe says (erm from scratch, cft, no-guidance)",
+        description=(
+            "Build the model, data and objective of a recipe (see recipes/world-pretrain.yaml and "
+            "recipes/world-cft.yaml), write OUT/config.yaml (and OUT/split.json for few-shot data), then train, "
+            "writing OUT/metrics.jsonl, OUT/last.safetensors and OUT/best.safetensors (chosen by train.select_by)."
+        ),
+    )
+    finetune.add_argument("--config", required=True, metavar="YAML", help="the recipe file")
+    finetune.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field, VALUE read as YAML (e.g. train.epochs=5, data.few_shot.per_class=10); "
+        "repeatable",
+    )
+    finetune.add_argument("--out", required=True, metavar="DIR", help="the run folder")
+    finetune.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    finetune.add_argument("--no-progress", action="store_true", help="no progress bars")
+    finetune.set_defaults(run=run_finetune_command)
     return parser
+
+
+def run_finetune_command(args: argparse.Namespace) -> int:
+    from cft.train.recipe import load_recipe, run_finetune
+
+    recipe = load_recipe(args.config, args.set)
+    result = run_finetune(recipe, args.out, resume=args.resume, progress=not args.no_progress)
+    out = Path(args.out)
+    last = result.history[-1] if result.history else {}
+    select = recipe.train.select_by
+    how = f"{select} {result.best_value:.4f}" if select != "last" and select in last else "the last epoch"
+    print(f"best:    {result.best_path}  (epoch {result.best_epoch}, by {how})")
+    print(f"last:    {result.last_path}  (epoch {last.get('epoch', '?')})")
+    print(f"metrics: {out / 'metrics.jsonl'}")
+    extra = [out / name for name in ("config.yaml", "split.json") if (out / name).is_file()]
+    print("config:  " + ", ".join(str(p) for p in extra))
+    return 0
 
 
 def run_demo_command(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ output so a run can be repeated exactly.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -18,6 +19,8 @@ from cft.errors import CftError
 from cft.io import write_bytes_atomic
 
 T = TypeVar("T")
+# Numbers YAML 1.2 reads as floats but PyYAML (YAML 1.1) leaves as strings: 1e-4, 5E3 (no dot in the mantissa).
+_YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
@@ -75,6 +78,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return dict(value)
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value.strip()):  # PyYAML reads 1e-4 as a string
             return float(value)
         raise CftError(f"{where} must be a number, got {value!r}")
     if hint in (int, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):

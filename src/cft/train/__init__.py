@@ -9,11 +9,13 @@ from cft.train.objectives import (
     StepOutput,
     build_objective,
 )
+from cft.train.recipe import FinetuneRecipe, load_recipe, run_finetune
 from cft.train.trainer import FitResult, OptimConfig, TrainConfig, Trainer
 
 __all__ = [
     "Classification",
     "ConsistencyOnly",
+    "FinetuneRecipe",
     "FitResult",
     "Objective",
     "ObjectiveConfig",
@@ -23,4 +25,6 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "build_objective",
+    "load_recipe",
+    "run_finetune",
 ]

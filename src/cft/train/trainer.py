@@ -76,10 +76,7 @@ class Trainer:
         collate: Collate,
         eval_collate: Collate | None = None,
     ) -> None:
-        if cfg.select_by not in ("val_loss", "val_top1", "last"):
-            raise CftError(f"train.select_by must be val_loss, val_top1 or last, got {cfg.select_by!r}")
-        if cfg.epochs < 1 or cfg.batch_size < 1:
-            raise CftError(f"train.epochs and train.batch_size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
+        check_train_config(cfg)
         self.model, self.objective, self.cfg = model, objective, cfg
         self.run_dir = Path(run_dir)
         self.collate, self.eval_collate = collate, eval_collate or collate
@@ -103,11 +100,10 @@ class Trainer:
 
     # ---- the loop -------------------------------------------------------------------------------------
     def fit(self, train_set: Dataset, val_set: Dataset | None, resume: bool = False) -> FitResult:
+        check_run_dir(self.run_dir, resume)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self._load_state()
-        elif (self.run_dir / STATE_FILE).exists():
-            raise CftError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose a new --out")
         while self.epoch < self.cfg.epochs:
             record = self._train_epoch(train_set)
             if val_set is not None:
@@ -244,6 +240,22 @@ class Trainer:
                 if isinstance(v, int | float):
                     self._writer.add_scalar(k, v, record["epoch"])
             self._writer.flush()
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    if cfg.select_by not in ("val_loss", "val_top1", "last"):
+        raise CftError(f"train.select_by must be val_loss, val_top1 or last, got {cfg.select_by!r}")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise CftError(f"train.epochs and train.batch_size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
+
+
+def check_run_dir(run_dir: str | Path, resume: bool) -> None:
+    """A new run needs a folder without one; a resumed run needs the saved state of one."""
+    state = Path(run_dir) / STATE_FILE
+    if resume and not state.is_file():
+        raise CftError(f"nothing to resume: {state} does not exist")
+    if not resume and state.exists():
+        raise CftError(f"{run_dir} already holds a run; pass --resume to continue it or choose a new --out")
 
 
 def _mix(seed: int, epoch: int) -> int:

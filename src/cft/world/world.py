@@ -47,13 +47,16 @@ class WorldConfig:
     Splits: class c sits on its own background c with probability `bias` in train, val and test-id (else on a
     uniformly random other background), on a uniformly random background in test-ood and never on its own in
     test-flipped. `context_only` is the share of samples of the biased splits drawn without their object (the
-    background alone carries the label, as in photos where the object is hidden): pretraining on such data
-    teaches a model to lean on the background. Difficulty knobs: object size (`scale_range`: longest side of the object's bounding box as a
-    fraction of the image), pose (`max_rotation` degrees, `flip`), `shape_jitter` (0: canonical shapes), part
-    colours (`part_hue_jitter` degrees, `part_value_jitter`), painting (`pixel_noise`, `shading`, `outline`
-    darkening) and backgrounds (`bg_contrast` scales texture contrast; per sample the texture is shifted to a mean
-    colour drawn from its background's range, widened by the hue (degrees), saturation and brightness jitters, and
-    its contrast is jittered; `bg_tiles` precomputed tiles per background and split).
+    background alone carries the label, as in photos where the object is hidden): pretraining on such data teaches
+    a model to lean on the background. `conflict` is the share of biased-split samples that show an object of
+    another class while label and background stay those of the class (the context outweighs the object); their
+    part masks are empty. Both are pretraining knobs: leave them at 0 for evaluation. Difficulty knobs: object
+    size (`scale_range`: longest side of the object's bounding box as a fraction of the image), pose
+    (`max_rotation` degrees, `flip`), `shape_jitter` (0: canonical shapes), part colours (`part_hue_jitter`
+    degrees, `part_value_jitter`), painting (`pixel_noise`, `shading`, `outline` darkening) and backgrounds
+    (`bg_contrast` scales texture contrast; per sample the texture is shifted to a mean colour drawn from its
+    background's range, widened by the hue (degrees), saturation and brightness jitters, and its contrast is
+    jittered; `bg_tiles` precomputed tiles per background and split).
     """
 
     image_size: int = 64
@@ -61,6 +64,7 @@ class WorldConfig:
     num_backgrounds: int = 12
     bias: float = 0.95
     context_only: float = 0.0
+    conflict: float = 0.0
     seed: int = 0
     scale_range: tuple[float, float] = (0.55, 0.9)
     max_rotation: float = 25.0
@@ -117,8 +121,9 @@ def _check_config(c: WorldConfig) -> None:
         )
     if not 0.0 <= c.bias <= 1.0:
         _fail("bias", "must be a probability in [0, 1]", c.bias)
-    if not 0.0 <= c.context_only < 1.0:
-        _fail("context_only", "must be a probability in [0, 1)", c.context_only)
+    for name in ("context_only", "conflict"):
+        if not 0.0 <= getattr(c, name) < 1.0:
+            _fail(name, "must be a probability in [0, 1)", getattr(c, name))
     if not isinstance(c.seed, int) or c.seed < 0:
         _fail("seed", "must be a non-negative integer", c.seed)
     if len(c.scale_range) != 2 or not 0.0 < c.scale_range[0] <= c.scale_range[1] <= 1.0:
@@ -247,7 +252,10 @@ class SyntheticWorld:
             saturation_jitter=c.bg_saturation_jitter,
             brightness_jitter=c.bg_brightness_jitter,
         )
-        category, ids = CATEGORIES[self.classes[label]], self._part_ids[label]
+        drawn = label
+        if c.conflict > 0 and split in BIASED_SPLITS and rng.random() < c.conflict:
+            drawn = (label + 1 + int(rng.integers(len(self.classes) - 1))) % len(self.classes)
+        category, ids = CATEGORIES[self.classes[drawn]], self._part_ids[drawn]
         hidden = c.context_only > 0 and split in BIASED_SPLITS and rng.random() < c.context_only
         labels = np.zeros((size, size), np.uint8) if hidden else draw_labels(
             category,

@@ -1,0 +1,295 @@
+"""`cft finetune`: one recipe (YAML + `key.sub=value` overrides) for training from scratch and CFT fine-tuning.
+
+recipe = load_recipe("recipes/world-cft.yaml", ["train.epochs=10"])
+result = run_finetune(recipe, "runs/cft")   # OUT/config.yaml, split.json, metrics.jsonl, best/last.safetensors
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from cft.config import from_dict, merge, parse_overrides, read_yaml, save_config, to_dict
+from cft.errors import CftError
+from cft.io import write_json_atomic
+from cft.train.objectives import ObjectiveConfig, build_objective
+from cft.train.trainer import FitResult, TrainConfig, Trainer, check_run_dir, check_train_config
+
+WORLD_VIT = "world-vit"
+SOURCES = ("world",)
+# Fields that may change between a run and its --resume: they do not change what is trained on or how.
+RESUMABLE_CHANGES = (
+    "train.epochs",
+    "train.progress",
+    "train.log_every_steps",
+    "train.num_workers",
+    "train.eval_batch_size",
+    "train.save_every_steps",
+)
+
+
+@dataclass
+class ModelSection:
+    name: str = WORLD_VIT  # "world-vit" (the small ViT of cft.world) or a timm ViT name
+    pretrained: bool = False  # timm models only: hub weights (needs the network)
+    checkpoint: str | None = None  # weights to start from (.safetensors or .pt)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # timm models only: extra timm.create_model arguments
+    depth: int = 4  # world-vit only, as cft.world.training.WorldModelConfig
+    embed_dim: int = 128
+    num_heads: int = 4
+    patch_size: int = 8
+
+
+@dataclass
+class FewShotSection:
+    per_class: int = 3  # images per seen class
+    class_fraction: float = 0.5  # share of the classes that are seen; the rest are held out (unseen)
+    seed: int = 0
+
+
+@dataclass
+class DataSection:
+    source: str = "world"  # only the synthetic world for now
+    world: dict[str, Any] = field(default_factory=dict)  # cft.world.WorldConfig fields
+    train_split: str = "train"
+    n_train: int = 6000  # images of train_split (with few_shot: the pool the few images are drawn from)
+    val_split: str | None = "val"  # null: no validation (select_by falls back to the last epoch)
+    n_val: int = 500
+    few_shot: FewShotSection | None = None  # null: train on all n_train images
+    masks: Literal["concepts", "object", "none"] = "concepts"
+    exclude_parts: list[str] = field(default_factory=lambda: ["body"])  # parts that are no concept (masks=concepts)
+    flip: bool = True  # mirror each training image (and its mask) with probability 0.5
+
+
+@dataclass
+class FinetuneRecipe:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+SECTIONS = tuple(f.name for f in dataclasses.fields(FinetuneRecipe))
+
+
+def recipe_from_dict(data: dict[str, Any] | None) -> FinetuneRecipe:
+    """Build and check a recipe; errors name the field as it is written in YAML or --set (e.g. data.masks)."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise CftError(f"a recipe must be a mapping of sections, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise CftError(f"unknown section(s) {', '.join(unknown)} in the recipe; known: {', '.join(SECTIONS)}")
+    hints = typing.get_type_hints(FinetuneRecipe)
+    sections = {name: from_dict(hints[name], data.get(name), where=name) for name in SECTIONS}
+    recipe = FinetuneRecipe(**sections)
+    check_recipe(recipe)
+    return recipe
+
+
+def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> FinetuneRecipe:
+    """The recipe file (if any) with `key.sub=value` overrides on top."""
+    data = read_yaml(path) if path is not None else {}
+    return recipe_from_dict(merge(data, parse_overrides(list(overrides))))
+
+
+def check_recipe(recipe: FinetuneRecipe) -> None:
+    """Checks that span fields (types were checked when the recipe was read)."""
+    m, d = recipe.model, recipe.data
+    if d.source not in SOURCES:
+        raise CftError(
+            f"data.source must be 'world' (the synthetic world), got {d.source!r}: real datasets come with "
+            "`cft evaluate` in a later release"
+        )
+    from cft.world import SPLITS
+
+    for name, split in (("train_split", d.train_split), ("val_split", d.val_split)):
+        if split is not None and split not in SPLITS:
+            raise CftError(f"data.{name} must be one of {', '.join(SPLITS)}, got {split!r}")
+    for name in ("n_train", "n_val"):
+        if getattr(d, name) < 1:
+            raise CftError(f"data.{name} must be >= 1, got {getattr(d, name)}")
+    if d.few_shot is not None:
+        if d.few_shot.per_class < 1:
+            raise CftError(f"data.few_shot.per_class must be >= 1, got {d.few_shot.per_class}")
+        if not 0.0 < d.few_shot.class_fraction <= 1.0:
+            raise CftError(f"data.few_shot.class_fraction must be in (0, 1], got {d.few_shot.class_fraction}")
+    check_train_config(recipe.train)
+    objective = build_objective(recipe.objective)  # checks objective.*
+    if objective.needs_mask and d.masks == "none":
+        raise CftError(
+            f"objective {recipe.objective.name!r} is guided by masks but data.masks is 'none'; "
+            "set data.masks to concepts or object (or use objective.name=erm / no-guidance)"
+        )
+    if m.name == WORLD_VIT:
+        if m.pretrained:
+            raise CftError("model.pretrained: world-vit has no hub weights; start from a model.checkpoint instead")
+        if m.kwargs:
+            raise CftError("model.kwargs is for timm models; world-vit takes depth, embed_dim, num_heads, patch_size")
+    if m.checkpoint is not None and not Path(m.checkpoint).is_file():
+        raise CftError(f"model.checkpoint {m.checkpoint} does not exist (relative to the working directory)")
+    make_world(recipe)  # checks data.world.*
+
+
+def make_world(recipe: FinetuneRecipe):
+    from cft.world import SyntheticWorld, WorldConfig
+
+    world = dict(recipe.data.world)
+    known = [f.name for f in dataclasses.fields(WorldConfig)]
+    unknown = sorted(set(world) - set(known))
+    if unknown:
+        raise CftError(f"unknown key(s) {', '.join(unknown)} in data.world; known: {', '.join(known)}")
+    if isinstance(world.get("scale_range"), list):
+        world["scale_range"] = tuple(world["scale_range"])
+    try:
+        return SyntheticWorld(WorldConfig(**world))
+    except (CftError, TypeError, ValueError) as err:
+        raise CftError(f"data.world: {err}") from None
+
+
+def build_model(recipe: FinetuneRecipe, num_classes: int, image_size: int) -> nn.Module:
+    """The model of `recipe.model` for `num_classes` classes at `image_size`, from its checkpoint if one is set."""
+    from cft.models import load_checkpoint, load_model
+    from cft.world.training import WorldModelConfig
+
+    m = recipe.model
+    if m.name == WORLD_VIT:
+        model = WorldModelConfig(m.depth, m.embed_dim, m.num_heads, m.patch_size).create(num_classes, image_size)
+    else:
+        kwargs = {"num_classes": num_classes, "img_size": image_size, **m.kwargs}
+        try:
+            model = load_model(m.name, pretrained=m.pretrained, **kwargs)
+        except CftError as err:
+            raise CftError(f"model.name: {err}") from None
+        except Exception as err:  # timm's own complaints (bad sizes, no network for pretrained, ...)
+            hint = " (model.pretrained downloads weights from the Hugging Face hub: is this machine online?)"
+            raise CftError(
+                f"model: cannot create {m.name!r} with {kwargs}: {type(err).__name__}: {err}"
+                + (hint if m.pretrained else "")
+            ) from None
+    if m.checkpoint is not None:
+        try:
+            load_checkpoint(model, m.checkpoint)
+        except CftError as err:
+            raise CftError(f"model.checkpoint: {err} (do the model fields match the checkpoint's model?)") from None
+    return model
+
+
+# ---- data ------------------------------------------------------------------------------------------------
+def _world_dataset(world, split, indices: Sequence[int], masks: str, exclude: list[str], segmenter):
+    """Images, labels and (unless masks is "none") guidance masks of the samples `indices` of `split`."""
+    from cft.demo import ConceptConfig, concept_masks, world_concepts
+    from cft.world.training import ArrayDataset
+
+    concepts = world_concepts(world, ConceptConfig(exclude_parts=list(exclude))) if masks == "concepts" else None
+    images, labels, out = [], [], []
+    for start in range(0, len(indices), 256):  # in chunks: part masks of many samples take memory
+        samples = [split.sample(int(i)) for i in indices[start : start + 256]]
+        images.extend(s["image"] for s in samples)
+        labels.extend(int(s["label"]) for s in samples)
+        if masks == "object":
+            out.extend(s["object_mask"].astype(np.float32) for s in samples)
+        elif masks == "concepts":
+            out.extend(concept_masks(samples, concepts, world.classes, segmenter))
+    m = torch.from_numpy(np.stack(out).astype(np.float32)) if out else None
+    return ArrayDataset(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.long), m)
+
+
+def build_data(recipe: FinetuneRecipe, world, needs_mask: bool):
+    """(train set, val set or None, the few-shot split or None)."""
+    from cft.data.fewshot import select_few_shot
+    from cft.world.segmenter import WorldSegmenter
+
+    d = recipe.data
+    masks = d.masks if needs_mask else "none"
+    segmenter = None
+    if masks == "concepts":
+        from cft.text import embed
+
+        segmenter = WorldSegmenter()
+        embed(sorted({p for c in world.classes for p in world.part_names(c)}))  # one batch: concepts are part names
+    pool = world.split(d.train_split, d.n_train)
+    selection = None
+    if d.few_shot is None:
+        indices: Sequence[int] = range(d.n_train)
+    else:
+        labels, _ = pool.labels_and_backgrounds()
+        try:
+            selection = select_few_shot(
+                labels, d.few_shot.per_class, d.few_shot.class_fraction, d.few_shot.seed, len(world.classes)
+            )
+        except CftError as err:
+            raise CftError(f"data.few_shot: {err} (data.n_train={d.n_train} is the pool)") from None
+        indices = selection.indices
+    train = _world_dataset(world, pool, indices, masks, d.exclude_parts, segmenter)
+    val = None
+    if d.val_split is not None:
+        split = world.split(d.val_split, d.n_val)
+        val = _world_dataset(world, split, range(d.n_val), masks, d.exclude_parts, segmenter)
+    return train, val, selection
+
+
+# ---- the run ---------------------------------------------------------------------------------------------
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict) and k != "kwargs" and k != "world":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check_resume(recipe: FinetuneRecipe, path: Path) -> None:
+    """A resumed run must train on the same data with the same model and objective as the run it continues."""
+    if not path.is_file():
+        return
+    try:
+        saved = _flat(yaml.safe_load(path.read_text()) or {})
+    except yaml.YAMLError as err:
+        raise CftError(f"cannot read the saved recipe {path}: {err}") from None
+    now = _flat(to_dict(recipe))
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise CftError(
+            f"--resume with a recipe that differs from the run's {path} in {', '.join(changed)}; "
+            "only train.epochs (and logging fields) may change when resuming"
+        )
+
+
+def run_finetune(recipe: FinetuneRecipe, out_dir: str | Path, resume: bool = False, progress: bool = True) -> FitResult:
+    """Train as `recipe` says; write OUT/config.yaml (and split.json) first, then checkpoints and metrics."""
+    out = Path(out_dir)
+    check_recipe(recipe)
+    check_run_dir(out, resume)  # before anything is built or written
+    if resume:
+        _check_resume(recipe, out / "config.yaml")
+    world = make_world(recipe)
+    objective = build_objective(recipe.objective)
+    torch.manual_seed(recipe.train.seed)  # the initial weights of a model trained from scratch
+    model = build_model(recipe, len(world.classes), world.config.image_size)
+    train, val, selection = build_data(recipe, world, objective.needs_mask)
+    tcfg = dataclasses.replace(recipe.train, progress=recipe.train.progress and progress)
+    from cft.world.training import make_collate
+
+    trainer = Trainer(model, objective, tcfg, out, make_collate(flip=recipe.data.flip), make_collate(flip=False))
+    save_config(recipe, out / "config.yaml")
+    if selection is not None:
+        split = {
+            **selection.to_dict(),
+            "seen_class_names": [world.classes[c] for c in selection.seen_classes],
+            "unseen_class_names": [world.classes[c] for c in selection.unseen_classes],
+            "split": recipe.data.train_split,
+            "pool": recipe.data.n_train,
+        }
+        write_json_atomic(out / "split.json", split)
+    return trainer.fit(train, val, resume=resume)

@@ -1,0 +1,134 @@
+"""`cft finetune`: erm from scratch, CFT on few-shot data, resume, config errors and the shipped recipes (tiny)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cft.cli import main
+from cft.train.recipe import FinetuneRecipe, load_recipe
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+TINY_MODEL = ["model.depth=1", "model.embed_dim=32", "model.num_heads=2", "model.patch_size=8"]
+TINY_DATA = ["data.world.image_size=32", "data.n_train=40", "data.n_val=20"]
+TINY_TRAIN = ["train.batch_size=8", "train.optim.lr=1e-3"]
+TINY = TINY_MODEL + TINY_DATA + TINY_TRAIN
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text("objective:\n  name: erm\ndata:\n  masks: none\ntrain:\n  epochs: 2\n")
+    return path
+
+
+def finetune(config: Path, out: Path, *sets: str, resume: bool = False, tiny: list[str] = TINY) -> int:
+    args = ["finetune", "--config", str(config), "--out", str(out), "--no-progress"]
+    args += [f"--set={s}" for s in (*tiny, *sets)]
+    return main([*args, "--resume"] if resume else args)
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_clean_error(capsys: pytest.CaptureFixture[str], *needles: str) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "cft: error:" in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_erm_from_scratch_writes_the_run(config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert finetune(config, out) == 0
+    for name in ("config.yaml", "metrics.jsonl", "best.safetensors", "last.safetensors"):
+        assert (out / name).is_file(), name
+    assert not (out / "split.json").exists()
+    records = metrics(out)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert {"train_loss", "val_loss", "val_top1"} <= set(records[-1])
+    saved = load_recipe(out / "config.yaml")  # the resolved config reads back as the same recipe
+    assert isinstance(saved, FinetuneRecipe) and saved.model.depth == 1 and saved.data.world == {"image_size": 32}
+    assert saved.objective.name == "erm" and saved.train.epochs == 2 and saved.train.optim.lr == 1e-3  # "1e-3" read
+    printed = capsys.readouterr().out
+    assert str(out / "best.safetensors") in printed and str(out / "metrics.jsonl") in printed
+
+
+def test_cft_on_few_shot_data_saves_the_split(config, tmp_path):
+    out = tmp_path / "cft"
+    sets = ["objective.name=cft", "data.masks=concepts", "data.few_shot.per_class=2", "train.epochs=1"]
+    assert finetune(config, out, *sets) == 0
+    split = json.loads((out / "split.json").read_text())
+    assert len(split["seen_classes"]) == 5 and sorted(split["seen_classes"] + split["unseen_classes"]) == list(
+        range(10)
+    )
+    assert len(split["indices"]) == 2 * 5 and len(split["seen_class_names"]) == 5
+    (record,) = metrics(out)
+    assert {"train_align", "train_cls", "val_align", "val_loss"} <= set(record)
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["few_shot"]["per_class"] == 2
+
+
+def test_resume_and_rerun(config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert finetune(config, out, "train.epochs=1") == 0
+    assert finetune(config, out, "train.epochs=1", resume=True) == 0  # a finished run: nothing left to do
+    assert len(metrics(out)) == 1
+    capsys.readouterr()
+    assert finetune(config, out, "train.epochs=1") == 2
+    assert_clean_error(capsys, "already holds a run", "--resume")
+    assert finetune(config, out, "train.epochs=1", "data.n_train=30", resume=True) == 2
+    assert_clean_error(capsys, "data.n_train")
+    assert finetune(config, tmp_path / "empty", resume=True) == 2
+    assert_clean_error(capsys, "nothing to resume")
+
+
+@pytest.mark.parametrize(
+    ("sets", "needles"),
+    [
+        (["colour=1"], ["unknown section", "colour"]),
+        (["data.colour=1"], ["unknown key", "colour", "data"]),
+        (["train.epochs=two"], ["train.epochs must be int"]),
+        (["train.optim.lr=fast"], ["train.optim.lr must be a number"]),
+        (["data.few_shot.per_class=many"], ["data.few_shot.per_class"]),
+        (["data.source=imagenet"], ["data.source", "world", "cft evaluate"]),
+        (["objective.name=cft", "data.masks=none"], ["data.masks", "cft"]),
+        (["data.masks=everything"], ["data.masks must be one of"]),
+        (["data.world.bias=2.0"], ["data.world", "bias"]),
+        (["data.world.colour=1"], ["data.world", "colour"]),
+        (["model.checkpoint=nowhere.safetensors"], ["model.checkpoint"]),
+        (["train.select_by=val_f1"], ["train.select_by"]),
+    ],
+)
+def test_bad_configs_name_the_field(config, tmp_path, capsys, sets, needles):
+    out = tmp_path / "run"
+    assert finetune(config, out, *sets) == 2
+    assert_clean_error(capsys, *needles)
+    assert not (out / "config.yaml").exists()
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["finetune", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "run")]) == 2
+    assert_clean_error(capsys, "nope.yaml", "does not exist")
+
+
+def test_the_recipes_run(tmp_path, capsys):
+    """world-pretrain.yaml from scratch, then world-cft.yaml from its checkpoint, both shrunk by --set."""
+    pre, ft = tmp_path / "pre", tmp_path / "cft"
+    tiny = TINY_MODEL + TINY_DATA  # the recipes' own training settings, on tiny data and a tiny model
+    assert finetune(RECIPES / "world-pretrain.yaml", pre, "train.epochs=1", tiny=tiny) == 0
+    assert (pre / "best.safetensors").is_file()
+    checkpoint = f"model.checkpoint={pre / 'best.safetensors'}"
+    assert finetune(RECIPES / "world-cft.yaml", ft, checkpoint, "train.epochs=1", tiny=tiny) == 0
+    assert (ft / "split.json").is_file() and "val_align" in metrics(ft)[0]
+    recipe = load_recipe(ft / "config.yaml")
+    assert recipe.objective.name == "cft" and recipe.objective.form == "paper"
+    assert recipe.train.select_by == "val_loss" and recipe.train.optim.lr == 1e-4
+    assert recipe.data.few_shot is not None and recipe.data.few_shot.per_class == 3
+    assert recipe.data.world == {"image_size": 32}
+    pretrain = load_recipe(RECIPES / "world-pretrain.yaml")
+    assert pretrain.objective.name == "erm" and pretrain.data.world["bias"] == pytest.approx(1 / 12)
