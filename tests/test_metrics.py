@@ -54,3 +54,12 @@ def test_bad_input():
         group_accuracies(np.array([], bool), np.array([]))
     with pytest.raises(CftError):
         topk_accuracy(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+
+
+def test_small_groups_left_out():
+    correct = np.array([0, 1, 1, 1, 0], bool)
+    groups = np.array([5, 6, 6, 6, 7])
+    out = group_accuracies(correct, groups, min_size=2)
+    assert out["per_group"] == {6: 1.0} and out["worst_group"] == 1.0
+    with pytest.raises(CftError, match="min_size"):
+        group_accuracies(correct, groups, min_size=4)

@@ -85,7 +85,8 @@ class FinetuneConfig:
 @dataclass
 class EvalConfig:
     n_test: int = 2000
-    n_relevance: int = 200
+    n_relevance: int = 100
+    min_group_size: int = 10  # groups (class x background) smaller than this are left out of worst-group accuracy
     batch_size: int = 500
 
 
@@ -100,7 +101,11 @@ class DemoConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
 
 
-QUICK = {"seeds": [0], "finetune": {"epochs": 20, "pool": 600}, "evaluate": {"n_test": 500, "n_relevance": 60}}
+QUICK = {
+    "seeds": [0],
+    "finetune": {"epochs": 20, "pool": 600},
+    "evaluate": {"n_test": 600, "n_relevance": 40, "min_group_size": 3},
+}
 
 
 def demo_config(overrides: dict[str, Any] | None = None, quick: bool = False) -> DemoConfig:
@@ -243,7 +248,7 @@ def evaluate_model(
         preds = predict(model, t["images"], cfg.batch_size).numpy()
         correct = preds == t["labels"]
         groups = t["labels"] * 100 + t["backgrounds"]
-        g = group_accuracies(correct, groups, train_groups)
+        g = group_accuracies(correct, groups, train_groups, cfg.min_group_size)
         is_seen = np.isin(t["labels"], list(seen))
         k = min(cfg.n_relevance, len(preds))
         maps = upsample(relevance(model, normalize(t["images"][:k])).detach(), t["images"].shape[-1]).numpy()

@@ -20,17 +20,24 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> flo
 
 
 def group_accuracies(
-    correct: np.ndarray, groups: np.ndarray, train_group_sizes: Mapping[int, int] | None = None
+    correct: np.ndarray,
+    groups: np.ndarray,
+    train_group_sizes: Mapping[int, int] | None = None,
+    min_size: int = 1,
 ) -> dict[str, float | dict[int, float]]:
     """Per-group accuracy, the worst group, the plain mean over groups and the mean weighted by training sizes.
 
     The weighted average weighs each group by its share of the *training* set (as Waterbirds papers report);
-    groups absent from `train_group_sizes` weigh 0. Without sizes it equals the plain average.
+    groups absent from `train_group_sizes` weigh 0. Without sizes it equals the plain average. Groups with fewer
+    than `min_size` evaluation samples are left out (a group of one image makes the worst group 0 or 1 by chance).
     """
     correct, groups = np.asarray(correct, bool), np.asarray(groups)
     if correct.shape != groups.shape or correct.size == 0:
         raise CftError("correct and groups must be non-empty and of the same length")
-    per = {int(g): float(correct[groups == g].mean()) for g in np.unique(groups)}
+    ids, counts = np.unique(groups, return_counts=True)
+    per = {int(g): float(correct[groups == g].mean()) for g, n in zip(ids, counts, strict=True) if n >= min_size}
+    if not per:
+        raise CftError(f"no group has at least min_size={min_size} samples")
     plain = float(np.mean(list(per.values())))
     weighted = plain
     if train_group_sizes:

@@ -48,9 +48,7 @@ class WorldConfig:
     uniformly random other background), on a uniformly random background in test-ood and never on its own in
     test-flipped. `context_only` is the share of samples of the biased splits drawn without their object (the
     background alone carries the label, as in photos where the object is hidden): pretraining on such data teaches
-    a model to lean on the background. `conflict` is the share of biased-split samples that show an object of
-    another class while label and background stay those of the class (the context outweighs the object); their
-    part masks are empty. Both are pretraining knobs: leave them at 0 for evaluation. Difficulty knobs: object
+    a model to lean on the background (a pretraining knob: leave it at 0 for evaluation). Difficulty knobs: object
     size (`scale_range`: longest side of the object's bounding box as a fraction of the image), pose
     (`max_rotation` degrees, `flip`), `shape_jitter` (0: canonical shapes), part colours (`part_hue_jitter`
     degrees, `part_value_jitter`), painting (`pixel_noise`, `shading`, `outline` darkening) and backgrounds
@@ -64,7 +62,6 @@ class WorldConfig:
     num_backgrounds: int = 12
     bias: float = 0.95
     context_only: float = 0.0
-    conflict: float = 0.0
     seed: int = 0
     scale_range: tuple[float, float] = (0.55, 0.9)
     max_rotation: float = 25.0
@@ -121,9 +118,8 @@ def _check_config(c: WorldConfig) -> None:
         )
     if not 0.0 <= c.bias <= 1.0:
         _fail("bias", "must be a probability in [0, 1]", c.bias)
-    for name in ("context_only", "conflict"):
-        if not 0.0 <= getattr(c, name) < 1.0:
-            _fail(name, "must be a probability in [0, 1)", getattr(c, name))
+    if not 0.0 <= c.context_only < 1.0:
+        _fail("context_only", "must be a probability in [0, 1)", c.context_only)
     if not isinstance(c.seed, int) or c.seed < 0:
         _fail("seed", "must be a non-negative integer", c.seed)
     if len(c.scale_range) != 2 or not 0.0 < c.scale_range[0] <= c.scale_range[1] <= 1.0:
@@ -252,10 +248,7 @@ class SyntheticWorld:
             saturation_jitter=c.bg_saturation_jitter,
             brightness_jitter=c.bg_brightness_jitter,
         )
-        drawn = label
-        if c.conflict > 0 and split in BIASED_SPLITS and rng.random() < c.conflict:
-            drawn = (label + 1 + int(rng.integers(len(self.classes) - 1))) % len(self.classes)
-        category, ids = CATEGORIES[self.classes[drawn]], self._part_ids[drawn]
+        category, ids = CATEGORIES[self.classes[label]], self._part_ids[label]
         hidden = c.context_only > 0 and split in BIASED_SPLITS and rng.random() < c.context_only
         labels = np.zeros((size, size), np.uint8) if hidden else draw_labels(
             category,
