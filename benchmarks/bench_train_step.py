@@ -328,10 +328,13 @@ def run_phases(args: argparse.Namespace) -> None:
             t = clock(log, "rollout + normalise", t)
         return maps, logits, t
 
-    def cft_step(log: dict[str, list[float]]) -> None:
+    def guided_step(log: dict[str, list[float]], second_forward: bool) -> None:
         t = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         maps, logits, t = relevance_phases(log, t)
+        if second_forward:  # the reference recipe: logits from a second, ordinary forward pass
+            logits = model(images)
+            t = clock(log, "second forward (fused)", t)
         loss = loss_fn(maps, mask, logits)["loss"]
         t = clock(log, "loss", t)
         loss.backward()
@@ -339,18 +342,11 @@ def run_phases(args: argparse.Namespace) -> None:
         optimizer.step()
         clock(log, "optimizer step", t)
 
+    def cft_step(log: dict[str, list[float]]) -> None:
+        guided_step(log, second_forward=False)
+
     def reference(log: dict[str, list[float]]) -> None:
-        t = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        maps, _, t = relevance_phases(log, t)
-        logits = model(images)
-        t = clock(log, "second forward (fused)", t)
-        loss = loss_fn(maps, mask, logits)["loss"]
-        t = clock(log, "loss", t)
-        loss.backward()
-        t = clock(log, "backward", t)
-        optimizer.step()
-        clock(log, "optimizer step", t)
+        guided_step(log, second_forward=True)
 
     print(
         f"phases, median ms over {args.steps} steps after {args.warmup} warm-up, batch {args.batch}, "
