@@ -32,6 +32,10 @@ def forward_with_attention(model, image: torch.Tensor):
     return logits[0], attentions, last_input
 
 
+def _reads_cls(model) -> bool:
+    return model.cls_token is not None and model.global_pool == "token"
+
+
 def minmax(m: torch.Tensor) -> torch.Tensor:
     span = m.max() - m.min()
     return torch.zeros_like(m) if span == 0 else (m - m.min()) / span
@@ -39,7 +43,7 @@ def minmax(m: torch.Tensor) -> torch.Tensor:
 
 def _row(model, matrix: torch.Tensor, grid) -> torch.Tensor:
     p = model.num_prefix_tokens
-    row = matrix[0] if model.cls_token is not None else matrix[p:].mean(0)
+    row = matrix[0] if _reads_cls(model) else matrix[p:].mean(0)
     return row[p:].reshape(grid)
 
 
@@ -68,7 +72,7 @@ def reference_map(model, image: torch.Tensor, target: int | None, method: str, c
                 r = r + abar @ r
             return minmax(_row(model, r, grid))
         phi = [0.0] * n
-        if model.cls_token is not None:
+        if _reads_cls(model):
             phi[0] = 1.0
         else:
             phi = [0.0] * p + [1.0 / (n - p)] * (n - p)

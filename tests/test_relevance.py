@@ -21,6 +21,7 @@ MODELS = {
     "vit-reg4": ("vit_tiny_patch16_224", {"reg_tokens": 4}, 5),
     "deit3": ("deit3_small_patch16_224", {}, 1),
     "avgpool-reg1": ("vit_tiny_patch16_224", {"class_token": False, "reg_tokens": 1, "global_pool": "avg"}, 1),
+    "cls-but-avgpool": ("vit_tiny_patch16_224", {"global_pool": "avg"}, 1),
 }
 
 

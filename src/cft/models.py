@@ -22,7 +22,7 @@ class ViTLayout:
     """What the relevance engine needs to know about a ViT, read from the model itself."""
 
     num_prefix_tokens: int
-    has_class_token: bool
+    reads_class_token: bool  # the classifier reads the class token (global_pool "token"), not pooled patches
     patch_size: tuple[int, int]
     num_blocks: int
 
@@ -51,7 +51,8 @@ def vit_layout(model: nn.Module) -> ViTLayout:
     patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
     return ViTLayout(
         num_prefix_tokens=int(model.num_prefix_tokens),
-        has_class_token=getattr(model, "cls_token", None) is not None,
+        reads_class_token=getattr(model, "cls_token", None) is not None
+        and getattr(model, "global_pool", "token") == "token",
         patch_size=patch,
         num_blocks=len(blocks),
     )

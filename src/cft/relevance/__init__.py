@@ -48,7 +48,7 @@ def relevance_with_logits(
         logits = model(inputs)
         chosen = _targets(targets, logits)
         score = logits.gather(1, chosen[:, None]).sum()
-        trace = Trace(inputs, score, captured, layout.num_prefix_tokens, layout.has_class_token, grid, create_graph)
+        trace = Trace(inputs, score, captured, layout.num_prefix_tokens, layout.reads_class_token, grid, create_graph)
         maps = spec.fn(trace)
     return normalize(maps), logits
 

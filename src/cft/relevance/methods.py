@@ -24,7 +24,7 @@ class Trace:
     score: torch.Tensor  # scalar: sum over the batch of each image's target logit
     captured: Captured
     num_prefix_tokens: int
-    has_class_token: bool
+    reads_class_token: bool
     grid: tuple[int, int]
     create_graph: bool
 
@@ -47,11 +47,11 @@ def _grad(trace: Trace, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
 def _query_row(trace: Trace, matrix: torch.Tensor) -> torch.Tensor:
     """The row of a (B, N, N) token matrix that the classifier reads, restricted to patch columns.
 
-    Models with a class token read row 0 (the class token, as the references do, also for distilled
-    DeiT); average-pooled models read the mean of the patch-token rows.
+    Models whose head reads the class token read row 0 (as the references do, also for distilled DeiT);
+    models that pool the patch tokens (global_pool avg, map, ...) read the mean of the patch-token rows.
     """
     p = trace.num_prefix_tokens
-    row = matrix[:, 0] if trace.has_class_token else matrix[:, p:].mean(dim=1)
+    row = matrix[:, 0] if trace.reads_class_token else matrix[:, p:].mean(dim=1)
     return _to_grid(row[:, p:], trace.grid)
 
 
@@ -93,7 +93,7 @@ def attn_lrp(trace: Trace) -> torch.Tensor:
     Read with A_ij the weight from input token i to output token j of a block, i.e. A_ij = Abar[j, i]
     in query-by-key order, where Abar = mean_heads(clamp(dS/dA * A, min=0)) is the gradient-weighted
     attention of that block (this makes the map class-specific). Relevance starts as 1 on the token the
-    classifier reads (the class token; for pooled models 1/n on each patch token), flows from the last
+    classifier reads (the class token; for patch-pooling models 1/n on each patch token), flows from the last
     block to the first through attention only (no residual term), and is conserved up to eps. The map is
     the input-level relevance of the patch tokens.
     """
@@ -101,7 +101,7 @@ def attn_lrp(trace: Trace) -> torch.Tensor:
     b, n, _ = weighted[0].shape
     p = trace.num_prefix_tokens
     phi = weighted[0].new_zeros(b, n)
-    if trace.has_class_token:
+    if trace.reads_class_token:
         phi[:, 0] = 1.0
     else:
         phi[:, p:] = 1.0 / (n - p)
