@@ -291,7 +291,7 @@ def run_phases(args: argparse.Namespace) -> None:
     grid = layout.grid(model, (args.img_size, args.img_size))
     loss_fn = CFTLoss()
     p = layout.num_prefix_tokens
-    if not layout.has_class_token:
+    if not layout.reads_class_token:
         raise SystemExit("--phases supports class-token models only")
 
     def clock(log: dict[str, list[float]], name: str, t0: float) -> float:
