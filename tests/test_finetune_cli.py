@@ -127,7 +127,7 @@ def test_the_recipes_run(tmp_path, capsys):
     assert (ft / "split.json").is_file() and "val_align" in metrics(ft)[0]
     recipe = load_recipe(ft / "config.yaml")
     assert recipe.objective.name == "cft" and recipe.objective.form == "paper"
-    assert recipe.train.select_by == "val_loss" and recipe.train.optim.lr == 1e-4
+    assert recipe.train.select_by == "val_loss" and recipe.train.optim.lr == 3e-5
     assert recipe.data.few_shot is not None and recipe.data.few_shot.per_class == 3
     assert recipe.data.world == {"image_size": 32}
     pretrain = load_recipe(RECIPES / "world-pretrain.yaml")
