@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import cft
+from tests.chat_server import serve  # noqa: F401 - the scripted chat-completions server fixture
 
 TINY = dict(patch_size=8, embed_dim=24, depth=2, num_heads=3, num_classes=7)
 

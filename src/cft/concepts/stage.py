@@ -1,0 +1,88 @@
+"""The concept stage end to end: proposals to a bank, filtering and validation, with provenance recorded."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import asdict
+from typing import Any
+
+from cft.concepts.bank import Concept, ConceptBank, read_hand_bank
+from cft.concepts.filters import FilterConfig, filter_bank
+from cft.concepts.llm import LLM, ResponseCache, Sampling
+from cft.concepts.prompts import PROMPT_KINDS, messages_for
+from cft.concepts.propose import propose
+from cft.concepts.validate import ValidationConfig, validate_bank, world_validation_inputs
+from cft.errors import CftError
+
+
+def bank_from_proposals(proposals: dict[str, dict[str, list[str]]], provenance: dict[str, Any]) -> ConceptBank:
+    """{class: {kind: [concept]}} to a bank; a concept proposed under several kinds keeps the first."""
+    concepts: dict[str, list[Concept]] = {}
+    for cls, by_kind in proposals.items():
+        seen: set[str] = set()
+        concepts[cls] = []
+        for kind, names in by_kind.items():
+            for name in names:
+                if name.lower() not in seen:
+                    seen.add(name.lower())
+                    concepts[cls].append(Concept(name=name, kind=kind))
+    return ConceptBank(concepts=concepts, dropped={c: [] for c in concepts}, provenance=provenance)
+
+
+def propose_bank(
+    llm: LLM,
+    classes: list[str],
+    sampling: Sampling,
+    cache: ResponseCache | None,
+    concurrency: int = 4,
+    progress: bool = False,
+) -> ConceptBank:
+    """Ask `llm` the three questions for every class; the bank records backend, model, prompts and sampling."""
+    if not classes:
+        raise CftError("no classes to propose concepts for")
+    proposals = propose(llm, classes, PROMPT_KINDS, sampling, cache, concurrency, progress)
+    provenance = {
+        "backend": llm.backend,
+        "model": llm.model,
+        "prompts": {kind: messages_for(kind, "{class}") for kind in PROMPT_KINDS},
+        "sampling": asdict(sampling),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return bank_from_proposals(proposals, provenance)
+
+
+def hand_bank(path: str, classes: list[str] | None) -> ConceptBank:
+    """A hand-written bank file, restricted to `classes` when given (each must be in the file)."""
+    bank = read_hand_bank(path)
+    if classes:
+        missing = [c for c in classes if c not in bank.concepts]
+        if missing:
+            raise CftError(f"concept bank {path} has no concepts for {', '.join(missing[:5])}")
+        bank.concepts = {c: bank.concepts[c] for c in classes}
+        bank.dropped = {c: bank.dropped.get(c, []) for c in classes}
+    bank.provenance.setdefault("backend", "bank")
+    bank.provenance.setdefault("source", str(path))
+    return bank
+
+
+def filter_stage(bank: ConceptBank, class_names: list[str], cfg: FilterConfig) -> ConceptBank:
+    out = filter_bank(bank, class_names, cfg)
+    out.provenance["filter_config"] = asdict(cfg)
+    return out
+
+
+def validate_in_world(
+    bank: ConceptBank, cfg: ValidationConfig, world_seed: int = 0, threshold: float = 0.5
+) -> tuple[ConceptBank, dict[str, Any]]:
+    """Validate a bank of world classes on the synthetic world's val images with its segmenter."""
+    from cft.world import SyntheticWorld
+    from cft.world.segmenter import WorldSegmenter
+
+    world = SyntheticWorld(seed=world_seed)
+    unknown = [c for c in bank.concepts if c not in world.classes]
+    if unknown:
+        raise CftError(f"validation in the world needs world classes; not world classes: {', '.join(unknown[:5])}")
+    images, objects = world_validation_inputs(world, "val", list(bank.concepts), cfg.images_per_class)
+    out, stats = validate_bank(bank, images, WorldSegmenter(threshold), objects, cfg)
+    out.provenance["validation"] = {"config": asdict(cfg), "segmenter": "world", "world_seed": world_seed}
+    return out, stats

@@ -1,0 +1,97 @@
+"""A scripted OpenAI-compatible chat-completions server on 127.0.0.1 for tests, and its pytest fixture."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+
+def reply(*contents, status=200, headers=None, raw=None, delay=0.0):
+    """What the scripted server sends: chat-completion choices with `contents`, or `raw` bytes / an object."""
+    if raw is None:
+        raw = {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "choices": [
+                {"index": i, "message": {"role": "assistant", "content": c}, "finish_reason": "stop"}
+                for i, c in enumerate(contents)
+            ],
+        }
+    return {"status": status, "headers": headers or {}, "raw": raw, "delay": delay}
+
+
+class Server:
+    """A chat-completions server; `script(request_body, headers, index)` decides every reply."""
+
+    def __init__(self, script):
+        self.script = script
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with outer.lock:
+                    index = len(outer.requests)
+                    outer.requests.append(body)
+                    outer.headers.append(dict(self.headers))
+                assert self.path == "/v1/chat/completions"
+                r = outer.script(body, dict(self.headers), index)
+                if r["delay"]:
+                    time.sleep(r["delay"])
+                raw = r["raw"]
+                data = raw if isinstance(raw, bytes) else json.dumps(raw).encode()
+                try:
+                    self.send_response(r["status"])
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for k, v in r["headers"].items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the client gave up (timeout test)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(script):
+        server = Server(script)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def last_user(body):
+    return [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+
+
+def canned(body, headers, index):
+    """A deterministic answer per prompt (class and question), `n` choices."""
+    q = last_user(body)
+    name = q.split('"')[1]
+    kind = "important" if "feature" in q else "around" if "around" in q else "superclass"
+    return reply(*[f"- {name} {kind} {j}\n- shared {kind}" for j in range(body.get("n", 1))])

@@ -1,0 +1,286 @@
+"""The OpenAI-compatible backend and `propose`, against a real chat-completions server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from cft.concepts.llm import ResponseCache, Sampling
+from cft.concepts.llm_openai import OpenAIBackend
+from cft.concepts.prompts import PROMPT_KINDS
+from cft.concepts.propose import propose
+from cft.errors import CftError
+from tests.chat_server import canned, last_user, reply
+
+KEY_ENV = "CFT_TEST_LLM_KEY"
+SECRET = "sk-test-0123456789-do-not-leak"
+
+
+@pytest.fixture(autouse=True)
+def no_key(monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+
+
+def backend(url, sleeps=None, **kwargs):
+    sleeps = [] if sleeps is None else sleeps
+    kwargs.setdefault("retries", 3)
+    return OpenAIBackend(url, "test-model", api_key_env=KEY_ENV, sleep=sleeps.append, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- complete
+
+
+def test_normal_answer_with_n_choices(serve):
+    server = serve(lambda body, h, i: reply("- beak\n- wings", "1. beak\n2. tail"))
+    llm = backend(server.url)
+    out = llm.complete([{"role": "user", "content": "hi"}], Sampling(temperature=0.5, n=2, max_tokens=64, seed=3))
+    assert out == ["- beak\n- wings", "1. beak\n2. tail"]
+    assert len(server.requests) == 1
+    body = server.requests[0]
+    assert body == {
+        "model": "test-model",
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 0.5,
+        "n": 2,
+        "max_tokens": 64,
+        "seed": 3,
+    }
+    assert "Authorization" not in server.headers[0]  # no key set, local server: no header
+    assert llm.backend == "openai" and llm.model == "test-model"
+
+
+def test_server_ignoring_n_is_asked_again(serve):
+    server = serve(lambda body, h, i: reply(f"answer {i}"))  # always one choice
+    out = backend(server.url).complete([{"role": "user", "content": "hi"}], Sampling(n=3, seed=7))
+    assert out == ["answer 0", "answer 1", "answer 2"]
+    assert [b["n"] for b in server.requests] == [3, 2, 1]
+    assert [b["seed"] for b in server.requests] == [7, 8, 9]  # a fresh seed for every re-ask
+
+
+def test_no_seed_is_not_sent(serve):
+    server = serve(lambda body, h, i: reply("x"))
+    backend(server.url).complete([{"role": "user", "content": "hi"}], Sampling(n=1, seed=None))
+    assert "seed" not in server.requests[0]
+
+
+def test_extra_choices_are_trimmed(serve):
+    server = serve(lambda body, h, i: reply("a", "b", "c"))
+    assert backend(server.url).complete([{"role": "user", "content": "hi"}], Sampling(n=2)) == ["a", "b"]
+
+
+def test_malformed_json(serve):
+    server = serve(lambda body, h, i: reply(raw=b"<html>Bad Gateway page" + b"x" * 1000))
+    with pytest.raises(CftError, match="not JSON") as e:
+        backend(server.url).complete([{"role": "user", "content": "hi"}], Sampling())
+    assert "<html>Bad Gateway page" in str(e.value) and "more characters" in str(e.value)
+    assert server.url in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "raw, what",
+    [
+        ({"choices": [{"index": 0, "message": {"role": "assistant"}}]}, "message.content"),
+        ({"choices": [{"index": 0, "message": {"role": "assistant", "content": None}}]}, "message.content"),
+        ({"choices": [{"index": 0, "text": "completion-style"}]}, "message.content"),
+        ({"choices": []}, "choices"),
+        ({"object": "list", "data": []}, "choices"),
+        ([1, 2, 3], "choices"),
+    ],
+)
+def test_reply_without_content(serve, raw, what):
+    server = serve(lambda body, h, i: reply(raw=raw))
+    with pytest.raises(CftError, match=what) as e:
+        backend(server.url).complete([{"role": "user", "content": "hi"}], Sampling())
+    assert json.dumps(raw)[:20] in str(e.value)  # says what was received
+    assert len(server.requests) == 1  # not retried
+
+
+def test_empty_answer_is_not_an_error(serve):
+    server = serve(lambda body, h, i: reply("", ""))
+    assert backend(server.url).complete([{"role": "user", "content": "hi"}], Sampling(n=2)) == ["", ""]
+
+
+def test_429_then_success_retries_after_the_servers_delay(serve):
+    def script(body, h, i):
+        if i == 0:
+            return reply(raw={"error": {"message": "rate limited"}}, status=429, headers={"Retry-After": "7"})
+        if i == 1:
+            return reply(raw={"error": {"message": "rate limited"}}, status=429, headers={"Retry-After": "9999"})
+        return reply("ok", "ok2")
+
+    server = serve(script)
+    sleeps = []
+    out = backend(server.url, sleeps).complete([{"role": "user", "content": "hi"}], Sampling(n=2))
+    assert out == ["ok", "ok2"]
+    assert len(server.requests) == 3
+    assert sleeps == [7.0, 60.0]  # Retry-After honoured, and capped
+
+
+def test_500_then_success_with_exponential_backoff(serve):
+    server = serve(lambda body, h, i: reply(raw=b"oops", status=500) if i < 2 else reply("fine"))
+    sleeps = []
+    llm = backend(server.url, sleeps, backoff=0.5)
+    assert llm.complete([{"role": "user", "content": "hi"}], Sampling(n=1)) == ["fine"]
+    assert sleeps == [0.5, 1.0]
+    assert len(server.requests) == 3
+
+
+def test_5xx_forever_gives_up(serve):
+    server = serve(lambda body, h, i: reply(raw={"error": {"message": "overloaded"}}, status=503))
+    sleeps = []
+    with pytest.raises(CftError, match="failed after 4 tries: HTTP 503: overloaded") as e:
+        backend(server.url, sleeps).complete([{"role": "user", "content": "hi"}], Sampling())
+    assert server.url in str(e.value)
+    assert len(server.requests) == 4 and sleeps == [1.0, 2.0, 4.0]
+
+
+def test_400_shows_the_servers_message(serve):
+    message = "The model `gpt-nonexistent` does not exist or you do not have access to it."
+    server = serve(lambda body, h, i: reply(raw={"error": {"message": message, "type": "invalid"}}, status=404))
+    sleeps = []
+    with pytest.raises(CftError, match="HTTP 404") as e:
+        backend(server.url, sleeps).complete([{"role": "user", "content": "hi"}], Sampling())
+    assert message in str(e.value)
+    assert len(server.requests) == 1 and sleeps == []  # a 4xx is not retried
+
+    server = serve(lambda body, h, i: reply(raw=b"plain text: bad request", status=400))
+    with pytest.raises(CftError, match="HTTP 400.*plain text: bad request"):
+        backend(server.url).complete([{"role": "user", "content": "hi"}], Sampling())
+
+
+def test_timeout_names_the_url_and_the_timeout(serve):
+    server = serve(lambda body, h, i: reply("late", delay=1.5))
+    sleeps = []
+    t0 = time.monotonic()
+    with pytest.raises(CftError, match=r"timeout of 0\.5 s") as e:
+        backend(server.url, sleeps, timeout=0.5).complete([{"role": "user", "content": "hi"}], Sampling(n=1))
+    assert time.monotonic() - t0 < 1.4
+    assert server.url in str(e.value)
+
+
+def test_unreachable_server(monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    url = f"http://127.0.0.1:{port}/v1"
+    sleeps = []
+    with pytest.raises(CftError, match="failed after 4 tries: cannot reach") as e:
+        backend(url, sleeps).complete([{"role": "user", "content": "hi"}], Sampling())
+    assert url in str(e.value)
+    assert sleeps == [1.0, 2.0, 4.0]
+
+
+def test_missing_key_for_https_fails_before_any_request(monkeypatch):
+    def no_network(*a, **k):
+        raise AssertionError("no request may be made")
+
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    with pytest.raises(CftError, match=KEY_ENV):
+        OpenAIBackend("https://api.example.com/v1", "gpt-4o-mini", api_key_env=KEY_ENV)
+    with pytest.raises(CftError, match=KEY_ENV):  # auto: any non-local host needs a key
+        OpenAIBackend("http://10.1.2.3:8000/v1", "m", api_key_env=KEY_ENV)
+    OpenAIBackend("https://api.example.com/v1", "m", api_key_env=KEY_ENV, require_key=False)  # explicit opt-out
+    for local in ("http://localhost:8000/v1", "http://127.0.0.1:1/v1", "http://[::1]:8000/v1"):
+        OpenAIBackend(local, "m", api_key_env=KEY_ENV)
+    with pytest.raises(CftError, match=KEY_ENV):
+        OpenAIBackend("http://localhost:8000/v1", "m", api_key_env=KEY_ENV, require_key=True)
+
+
+def test_bad_url_or_model():
+    with pytest.raises(CftError, match="http"):
+        OpenAIBackend("localhost:8000", "m")
+    with pytest.raises(CftError, match="model"):
+        OpenAIBackend("http://localhost:8000/v1", "")
+
+
+def test_key_is_sent_as_bearer_and_never_stored(serve, monkeypatch, tmp_path):
+    def script(body, headers, i):
+        assert headers.get("Authorization") == f"Bearer {SECRET}"
+        return canned(body, headers, i)
+
+    server = serve(script)
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    llm = backend(server.url, require_key=True)
+    cache = ResponseCache(tmp_path / "cache")
+    out = propose(llm, ["duck", "fire truck"], cache=cache, concurrency=2)
+    assert out["duck"]["important"] == ["duck important 0", "shared important", "duck important 1"]
+    assert len(server.requests) == 6
+    assert all(h.get("Authorization") == f"Bearer {SECRET}" for h in server.headers)
+    files = list((tmp_path / "cache").rglob("*"))
+    assert files
+    for f in files:
+        assert SECRET not in f.name
+        if f.is_file():
+            assert SECRET not in f.read_text()
+    assert SECRET not in repr(llm) and SECRET not in str(vars(llm))
+    # the cache key does not depend on the key
+    monkeypatch.setenv(KEY_ENV, "another-key")
+    assert propose(llm, ["duck", "fire truck"], cache=cache) == out
+    assert len(server.requests) == 6  # all answers from the cache
+
+
+def test_key_not_in_error_messages(serve, monkeypatch):
+    server = serve(lambda body, h, i: reply(raw={"error": {"message": "nope"}}, status=401))
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    with pytest.raises(CftError) as e:
+        backend(server.url).complete([{"role": "user", "content": "hi"}], Sampling())
+    assert SECRET not in str(e.value) and "nope" in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------- propose
+
+CLASSES = ["duck", "fire truck", "violin", "snow leopard"]
+
+
+def test_propose_shape_and_parsing(serve):
+    server = serve(canned)
+    out = propose(backend(server.url), CLASSES, concurrency=3)
+    assert list(out) == CLASSES
+    for name in CLASSES:
+        assert list(out[name]) == list(PROMPT_KINDS)
+        for kind in PROMPT_KINDS:
+            assert out[name][kind] == [f"{name} {kind} 0", f"shared {kind}", f"{name} {kind} 1"]
+    assert len(server.requests) == 12
+    out = propose(backend(server.url), ["duck"], kinds=("around",), concurrency=1)
+    assert out == {"duck": {"around": ["duck around 0", "shared around", "duck around 1"]}}
+    with pytest.raises(CftError, match="unknown concept prompt kind"):
+        propose(backend(server.url), ["duck"], kinds=("colour",))
+
+
+def test_propose_names_the_failing_prompt(serve):
+    server = serve(lambda body, h, i: reply(raw={"error": {"message": "unknown model"}}, status=400))
+    with pytest.raises(CftError, match=r'asking the LLM about ".*" \(.*\).*unknown model'):
+        propose(backend(server.url), ["duck"], concurrency=1)
+
+
+def test_propose_resumes_from_the_cache(serve, tmp_path):
+    clean = propose(backend(serve(canned).url), CLASSES, concurrency=2)
+
+    def dies_after_five(body, headers, i):
+        return canned(body, headers, i) if i < 5 else reply(raw={"error": {"message": "gone"}}, status=500)
+
+    broken = serve(dies_after_five)
+    cache = ResponseCache(tmp_path / "cache")
+    with pytest.raises(CftError, match="gone"):
+        propose(backend(broken.url, retries=1), CLASSES, cache=cache, concurrency=2)
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 5
+
+    healthy = serve(canned)
+    # the cache key holds backend and model, not the URL: the same model behind another address resumes
+    resumed = propose(backend(healthy.url), CLASSES, cache=cache, concurrency=2)
+    assert len(healthy.requests) == 12 - 5
+    assert resumed == clean
+    answered_before = {last_user(b) for b in broken.requests[:5]}
+    assert answered_before.isdisjoint(last_user(b) for b in healthy.requests)
+    again = serve(canned)
+    assert propose(backend(again.url), CLASSES, cache=cache) == clean and not again.requests
+
+
+def test_propose_progress_bar(serve, capsys):
+    server = serve(canned)
+    out = propose(backend(server.url), ["duck"], progress=True)
+    assert out["duck"]["superclass"]
+    assert "concept prompts" in capsys.readouterr().err
