@@ -24,11 +24,17 @@ from cft.evaluate.metrics import group_accuracies, relevance_alignment, relevanc
 from cft.grounding.guidance import guidance_mask
 from cft.io import write_json_atomic
 from cft.models import load_checkpoint, save_checkpoint
-from cft.relevance import relevance, upsample
 from cft.train import ObjectiveConfig, OptimConfig, TrainConfig, Trainer, build_objective
 from cft.world import SyntheticWorld, WorldConfig
 from cft.world.segmenter import WorldSegmenter
-from cft.world.training import ArrayDataset, WorldModelConfig, make_collate, normalize
+from cft.world.training import (
+    ArrayDataset,
+    WorldModelConfig,
+    make_collate,
+    normalize,
+    relevance_maps,
+    split_images,
+)
 
 VARIANTS = ("original", "cft", "object-masks", "no-guidance")
 TEST_SPLITS = ("test-id", "test-ood", "test-flipped")
@@ -252,7 +258,7 @@ def evaluate_model(
         g = group_accuracies(correct, groups, train_groups, cfg.min_group_size)
         is_seen = np.isin(t["labels"], list(seen))
         k = min(cfg.n_relevance, len(preds))
-        maps = upsample(relevance(model, normalize(t["images"][:k])).detach(), t["images"].shape[-1]).numpy()
+        maps = relevance_maps(model, t["images"][:k])
         out[name] = {
             "top1": float(correct.mean()),
             "worst_group": g["worst_group"],
@@ -269,7 +275,8 @@ def evaluate_model(
 def load_tests(world: SyntheticWorld, concepts: dict[str, list[str]], cfg: EvalConfig) -> dict[str, dict]:
     tests = {}
     for name in TEST_SPLITS:
-        split = world.split(name, cfg.n_test).materialize()
+        split = world.split(name, cfg.n_test)
+        images = split_images(split)
         arrays = split._arrays
         k = min(cfg.n_relevance, cfg.n_test)
         concept_ids = [
@@ -278,7 +285,7 @@ def load_tests(world: SyntheticWorld, concepts: dict[str, list[str]], cfg: EvalC
         ]
         maps = arrays["label_maps"][:k]
         tests[name] = {
-            "images": torch.from_numpy(np.ascontiguousarray(arrays["images"].transpose(0, 3, 1, 2))),
+            "images": images,
             "labels": arrays["labels"],
             "backgrounds": arrays["backgrounds"],
             "object_masks": maps > 0,

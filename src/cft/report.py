@@ -9,7 +9,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cft.io import atomic_path, write_bytes_atomic
-from cft.relevance import relevance, upsample
 from cft.visualize import colormap
 
 SCALE = 2
@@ -31,11 +30,10 @@ def class_grid(world, tests, models, concepts, out: Path) -> Path:
     t = tests["test-ood"]
     idx = [int(np.flatnonzero(t["labels"][: len(t["concept_masks"])] == c)[0]) for c in range(len(world.classes))]
     x = t["images"][idx]
-    from cft.world.training import normalize
+    from cft.world.training import relevance_maps
 
     size = x.shape[-1]
-    before = upsample(relevance(models["original"], normalize(x)).detach(), size).numpy()
-    after = upsample(relevance(models["cft"], normalize(x)).detach(), size).numpy()
+    before, after = relevance_maps(models["original"], x), relevance_maps(models["cft"], x)
     cell = size * SCALE
     canvas = Image.new("RGB", (4 * (cell + 4) + 90, len(idx) * (cell + 4) + 18), "white")
     draw = ImageDraw.Draw(canvas)

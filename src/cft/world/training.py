@@ -42,6 +42,18 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images.float() / 255 - MEAN) / STD
 
 
+def split_images(split: Any) -> torch.Tensor:
+    """Every image of a world split (materialised on the way) as uint8 (N, 3, H, W)."""
+    split.materialize()
+    return torch.from_numpy(np.ascontiguousarray(split._arrays["images"].transpose(0, 3, 1, 2)))
+
+
+def relevance_maps(model: nn.Module, images: torch.Tensor) -> np.ndarray:
+    """Relevance of the predicted class for uint8 world images, upsampled to the image size: (N, H, W) numpy."""
+    maps = cft.relevance(model, normalize(images)).detach()
+    return cft.upsample(maps, images.shape[-1]).numpy()
+
+
 class ArrayDataset(Dataset):
     """Images (N, 3, H, W) uint8, labels and optional guidance masks (N, H, W) held in memory."""
 
@@ -51,9 +63,8 @@ class ArrayDataset(Dataset):
     @classmethod
     def from_split(cls, split: Any, masks: np.ndarray | None = None) -> ArrayDataset:
         """All of a world split (materialised), with optional masks aligned to its samples."""
-        split.materialize()
+        images = split_images(split)
         arrays = split._arrays
-        images = torch.from_numpy(np.ascontiguousarray(arrays["images"].transpose(0, 3, 1, 2)))
         m = None if masks is None else torch.from_numpy(np.asarray(masks, np.float32))
         return cls(images, torch.from_numpy(arrays["labels"]).long(), m)
 
