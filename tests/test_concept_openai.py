@@ -284,3 +284,19 @@ def test_propose_progress_bar(serve, capsys):
     out = propose(backend(server.url), ["duck"], progress=True)
     assert out["duck"]["superclass"]
     assert "concept prompts" in capsys.readouterr().err
+
+
+def test_read_only_cache_answers_first_and_is_never_written(serve, tmp_path):
+    shipped = tmp_path / "shipped"
+    propose(backend(serve(canned).url), CLASSES, cache=ResponseCache(shipped))
+    before = {p.name: p.read_bytes() for p in shipped.glob("*.json")}
+    assert len(before) == 12
+    silent = serve(canned)
+    layered = ResponseCache(tmp_path / "own", read_only=[shipped])
+    assert propose(backend(silent.url), CLASSES, cache=layered) == propose(backend(silent.url), CLASSES, cache=layered)
+    assert not silent.requests and not (tmp_path / "own").exists()
+    # a question the read-only folder lacks is asked once and cached in the own folder only
+    more = serve(canned)
+    propose(backend(more.url), [*CLASSES, "heron"], cache=layered)
+    assert len(more.requests) == 3 and len(list((tmp_path / "own").glob("*.json"))) == 3
+    assert {p.name: p.read_bytes() for p in shipped.glob("*.json")} == before

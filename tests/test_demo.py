@@ -29,6 +29,40 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     first = results["per_seed"]["0"]["original"]["test-ood"]["top1"]
     assert results["metrics"]["original"]["test-ood"]["top1"] == first
     assert "test-ood" in capsys.readouterr().out
+    # the concepts came from the concept stage (gguf answers, filters, validation in the world)
+    bank = json.loads((out / "concepts" / "bank.json").read_text())
+    assert bank["provenance"]["backend"] == "gguf" and "validation" in bank["provenance"]
+    assert results["concepts"] == {c: [x["name"] for x in v] for c, v in bank["concepts"].items()}
+    assert any(d["reason"].startswith("occurrence") for v in bank["dropped"].values() for d in v)
+
+
+def test_demo_concepts_from_shipped_answers_without_llama_cpp(tmp_path, monkeypatch):
+    """The default demo concepts need no generation: every prompt is answered by the shipped response cache
+    (llama_cpp is made unimportable here, so a cache miss would fail)."""
+    import sys
+
+    from cft.demo import ConceptConfig, world_concepts
+    from cft.world import SyntheticWorld
+    from cft.world.segmenter import WorldSegmenter
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    world = SyntheticWorld(seed=0)
+    concepts = world_concepts(world, ConceptConfig(), tmp_path)
+    assert set(concepts) == set(world.classes) and all(concepts.values())
+    assert not (tmp_path / "concepts" / "llm-cache").exists()  # nothing had to be generated
+    # every kept concept names a part that is drawn: the segmenter finds it on the class's images
+    split = world.split("val", 300)
+    samples = [split.sample(i) for i in range(300)]
+    for cls, names in concepts.items():
+        own = [s for s in samples if world.classes[s["label"]] == cls][:10]
+        found = WorldSegmenter().segment(own, [names] * len(own))
+        for name in names:
+            assert any(f[name][0].any() for f in found), (cls, name)
+    stats = json.loads((tmp_path / "concepts" / "bank.stats.json").read_text())
+    assert stats  # per-concept statistics written
+    # a changed sampling is a cache miss: it needs the generator, and says how to get it
+    with pytest.raises(CftError, match="llama-cpp-python"):
+        world_concepts(world, demo_config({"concepts": {"sampling": {"seed": 5}}}).concepts, tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from cft.concepts.filters import FilterConfig
+from cft.concepts.llm import Sampling
+from cft.concepts.validate import ValidationConfig
 from cft.config import from_dict, merge, save_config, to_dict
 from cft.data.fewshot import select_few_shot
 from cft.errors import CftError
@@ -39,6 +42,7 @@ from cft.world.training import (
 VARIANTS = ("original", "cft", "object-masks", "no-guidance")
 TEST_SPLITS = ("test-id", "test-ood", "test-flipped")
 SHIPPED_MODEL = "world_vit.safetensors"
+SHIPPED_CONCEPTS = "world_concepts"
 
 
 @dataclass
@@ -69,8 +73,24 @@ class PretrainConfig:
 
 @dataclass
 class ConceptConfig:
+    """Where each class's concepts come from. `llm`: the concept stage (cft.concepts) with the gguf backend
+    (the packaged Gemma 3 270M unless `model` names a .gguf file), its filters, then validation in the world,
+    which drops the concepts that are not drawn there. The package ships the packaged model's answers for the
+    world's classes under the default sampling (a read-only response cache), so the default demo needs neither
+    llama-cpp-python nor a generation; other settings generate and cache under OUT/concepts. `parts`: each class's
+    own part names, minus `exclude_parts` (no language model)."""
+
+    source: str = "llm"
+    model: str | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     exclude_parts: list[str] = field(default_factory=lambda: ["body"])
-    threshold: float = 0.5
+    threshold: float = 0.5  # the world segmenter's phrase-to-part similarity threshold
+
+    def __post_init__(self) -> None:
+        if self.source not in ("llm", "parts"):
+            raise CftError(f"demo config: concepts.source must be 'llm' or 'parts', got {self.source!r}")
 
 
 @dataclass
@@ -204,9 +224,36 @@ def original_model(cfg: DemoConfig, out: Path, from_scratch: bool, progress: boo
 
 
 # ---- concepts and masks ----------------------------------------------------------------------------------
-def world_concepts(world: SyntheticWorld, cfg: ConceptConfig) -> dict[str, list[str]]:
-    """Until the concept stage runs here: each class's own part names, minus generic ones (e.g. "body")."""
-    return {c: [p for p in world.part_names(c) if p not in cfg.exclude_parts] for c in world.classes}
+def shipped_concept_answers() -> Path:
+    """The packaged model's answers for the world's classes (made by `cft concepts propose --classes world
+    --backend gguf --cache src/cft/assets/world_concepts --out ...` with the default sampling)."""
+    return Path(str(resources.files("cft") / "assets" / SHIPPED_CONCEPTS))
+
+
+def world_concepts(world: SyntheticWorld, cfg: ConceptConfig, out: Path | None = None) -> dict[str, list[str]]:
+    """Each class's concept phrases (see ConceptConfig); with `source="llm"` the bank, its per-concept
+    validation statistics and the dropped concepts with their reasons are written to OUT/concepts/."""
+    if cfg.source == "parts":
+        return {c: [p for p in world.part_names(c) if p not in cfg.exclude_parts] for c in world.classes}
+    from cft.concepts.llm import ResponseCache
+    from cft.concepts.llm_gguf import GGUFBackend
+    from cft.concepts.stage import filter_stage, propose_bank, validate_in_world
+
+    folder = (out or Path(".")) / "concepts"
+    cache = ResponseCache(folder / "llm-cache", read_only=[shipped_concept_answers()])
+    bank = propose_bank(GGUFBackend(cfg.model), list(world.classes), cfg.sampling, cache)
+    bank = filter_stage(bank, list(world.classes), cfg.filters)
+    bank, stats = validate_in_world(bank, cfg.validation, threshold=cfg.threshold, world=world)
+    if out is not None:
+        bank.save(folder / "bank.json")
+        write_json_atomic(folder / "bank.stats.json", stats)
+    empty = [c for c in world.classes if not bank.names(c)]
+    if empty:
+        raise CftError(
+            f"concept validation left no concepts for {', '.join(empty)} (see {folder / 'bank.json'}); "
+            "lower concepts.validation.min_occurrence or set concepts.source=parts"
+        )
+    return bank.as_names()
 
 
 def concept_masks(
@@ -272,26 +319,22 @@ def evaluate_model(
     return out
 
 
-def load_tests(world: SyntheticWorld, concepts: dict[str, list[str]], cfg: EvalConfig) -> dict[str, dict]:
+def load_tests(
+    world: SyntheticWorld, concepts: dict[str, list[str]], cfg: EvalConfig, segmenter: WorldSegmenter
+) -> dict[str, dict]:
     tests = {}
     for name in TEST_SPLITS:
         split = world.split(name, cfg.n_test)
         images = split_images(split)
         arrays = split._arrays
         k = min(cfg.n_relevance, cfg.n_test)
-        concept_ids = [
-            [i for i, (c, p) in enumerate(split.part_table) if c == cls and p in concepts[world.classes[c]]]
-            for cls in range(len(world.classes))
-        ]
-        maps = arrays["label_maps"][:k]
+        samples = [split.sample(i) for i in range(k)]
         tests[name] = {
             "images": images,
             "labels": arrays["labels"],
             "backgrounds": arrays["backgrounds"],
-            "object_masks": maps > 0,
-            "concept_masks": np.stack(
-                [np.isin(m, concept_ids[int(c)]) for m, c in zip(maps, arrays["labels"][:k], strict=True)]
-            ),
+            "object_masks": arrays["label_maps"][:k] > 0,
+            "concept_masks": np.stack(concept_masks(samples, concepts, world.classes, segmenter)) > 0,
         }
     return tests
 
@@ -335,14 +378,17 @@ def run_demo(
     log(f"original model: {origin}")
 
     t = time.perf_counter()
-    concepts = world_concepts(world, cfg.concepts)
-    segmenter = WorldSegmenter(cfg.concepts.threshold)
+    concepts = world_concepts(world, cfg.concepts, out)
+    log("concepts: " + "; ".join(f"{c}: {', '.join(v)}" for c, v in concepts.items()))
+    timings["concepts"] = time.perf_counter() - t
+    t = time.perf_counter()
+    segmenter = WorldSegmenter(cfg.concepts.threshold, cfg.concepts.filters.text_model)
     pool = world.split("train", cfg.finetune.pool).materialize()
     labels, backgrounds = pool.labels_and_backgrounds()
     train_groups = {
         int(g): int(n) for g, n in zip(*np.unique(labels * 100 + backgrounds, return_counts=True), strict=True)
     }
-    tests = load_tests(world, concepts, cfg.evaluate)
+    tests = load_tests(world, concepts, cfg.evaluate, segmenter)
     timings["data"] = time.perf_counter() - t
 
     per_seed: dict[int, dict] = {}

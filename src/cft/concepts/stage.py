@@ -72,13 +72,15 @@ def filter_stage(bank: ConceptBank, class_names: list[str], cfg: FilterConfig) -
 
 
 def validate_in_world(
-    bank: ConceptBank, cfg: ValidationConfig, world_seed: int = 0, threshold: float = 0.5
+    bank: ConceptBank, cfg: ValidationConfig, world_seed: int = 0, threshold: float = 0.5, world: Any = None
 ) -> tuple[ConceptBank, dict[str, Any]]:
-    """Validate a bank of world classes on the synthetic world's val images with its segmenter."""
+    """Validate a bank of world classes on the val images of `world` (default: the default world with
+    `world_seed`) with the world's segmenter."""
     from cft.world import SyntheticWorld
     from cft.world.segmenter import WorldSegmenter
 
-    world = SyntheticWorld(seed=world_seed)
+    world = world or SyntheticWorld(seed=world_seed)
+    world_seed = world.config.seed
     unknown = [c for c in bank.concepts if c not in world.classes]
     if unknown:
         raise CftError(f"validation in the world needs world classes; not world classes: {', '.join(unknown[:5])}")
