@@ -98,10 +98,12 @@ def reference_map(model, image: torch.Tensor, target: int | None, method: str, c
 
 
 def reference_batch(model, images, targets, method, create_graph=False):
-    return torch.stack([
-        reference_map(model, img, None if targets is None else int(t), method, create_graph)
-        for img, t in zip(images, targets if targets is not None else [None] * len(images))
-    ])
+    return torch.stack(
+        [
+            reference_map(model, img, None if targets is None else int(t), method, create_graph)
+            for img, t in zip(images, targets if targets is not None else [None] * len(images))
+        ]
+    )
 
 
 def soft_pool(mask: torch.Tensor, grid) -> torch.Tensor:

@@ -54,10 +54,13 @@ def test_bce_form_by_hand():
     terms = bce_alignment(PHI, MASK)
     eps = 1e-6
     fg = PHI * MASK
-    concept = -sum(
-        s * math.log(max(p, eps)) + (1 - s) * math.log(max(1 - p, eps))
-        for p, s in zip(fg.flatten().tolist(), MASK.flatten().tolist())
-    ) / 4
+    concept = (
+        -sum(
+            s * math.log(max(p, eps)) + (1 - s) * math.log(max(1 - p, eps))
+            for p, s in zip(fg.flatten().tolist(), MASK.flatten().tolist())
+        )
+        / 4
+    )
     bg = (PHI * (1 - MASK)).flatten().tolist()
     non = -sum(math.log(1 - max(p, eps)) for p in bg) / 4
     assert terms["concept"].item() == pytest.approx(concept, rel=1e-4)

@@ -99,9 +99,7 @@ def _weighted_terms(
     return {"concept": concept, "non_concept": non, "align": concept_weight * concept + non_weight * non}
 
 
-def consistency(
-    logits: torch.Tensor, temperature: float = 1.0, labels: torch.Tensor | None = None
-) -> torch.Tensor:
+def consistency(logits: torch.Tensor, temperature: float = 1.0, labels: torch.Tensor | None = None) -> torch.Tensor:
     """CE(logits / T, target): the model's own current top-1 (detached) by default, or ground-truth `labels`."""
     if temperature <= 0:
         raise CftError(f"temperature must be > 0, got {temperature}")

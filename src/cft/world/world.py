@@ -250,15 +250,19 @@ class SyntheticWorld:
         )
         category, ids = CATEGORIES[self.classes[label]], self._part_ids[label]
         hidden = c.context_only > 0 and split in BIASED_SPLITS and rng.random() < c.context_only
-        labels = np.zeros((size, size), np.uint8) if hidden else draw_labels(
-            category,
-            ids,
-            rng,
-            size,
-            scale_range=c.scale_range,
-            max_rotation=c.max_rotation,
-            flip=c.flip,
-            shape_jitter=c.shape_jitter,
+        labels = (
+            np.zeros((size, size), np.uint8)
+            if hidden
+            else draw_labels(
+                category,
+                ids,
+                rng,
+                size,
+                scale_range=c.scale_range,
+                max_rotation=c.max_rotation,
+                flip=c.flip,
+                shape_jitter=c.shape_jitter,
+            )
         )
         palette = np.zeros((len(self.part_table), 3), np.float32)
         for part, rgb in sample_palette(category, rng, c.part_hue_jitter, c.part_value_jitter).items():
