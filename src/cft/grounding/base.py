@@ -18,3 +18,12 @@ class Segmenter(Protocol):
     name: str
 
     def segment(self, images: Sequence[Any], phrases: Sequence[Sequence[str]]) -> list[PhraseMasks]: ...
+
+
+@runtime_checkable
+class IdentifiedSegmenter(Segmenter, Protocol):
+    """A segmenter that also describes itself, so stored masks can be tied to the settings that made them."""
+
+    def identity(self) -> dict[str, Any]:
+        """JSON-serialisable: name, model ids ("custom" for objects passed in) and every setting that changes masks."""
+        ...

@@ -28,7 +28,12 @@ class WorldSegmenter:
         if not 0.0 <= threshold <= 1.0:
             raise CftError(f"segmenter threshold must be in [0, 1], got {threshold}")
         self.threshold = threshold
+        self.text_model = "custom" if sim is not None else text_model
         self._sim = sim or (lambda a, b: similarity(a, b, text_model))
+
+    def identity(self) -> dict[str, Any]:
+        """What changes the masks: the threshold and the sentence model ("custom" for an injected similarity)."""
+        return {"name": self.name, "threshold": self.threshold, "text_model": self.text_model}
 
     def segment(self, images: Sequence[Mapping[str, Any]], phrases: Sequence[Sequence[str]]) -> list[PhraseMasks]:
         if len(images) != len(phrases):
