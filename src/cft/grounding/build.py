@@ -1,0 +1,323 @@
+"""The grounding stage: every image's concepts segmented into the mask store, resumable and sharded.
+
+`cft masks` and `cft.grounding.build_masks` walk an image list in a fixed order (sorted by image id); with
+torchrun each rank takes every WORLD_SIZE-th image from its RANK, so the shards are disjoint and cover every
+image exactly once. Entries already in the store with the current key are skipped, so a killed run continues
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cft.concepts.bank import ConceptBank
+from cft.data.images import load_image
+from cft.errors import CftError
+from cft.grounding.base import IdentifiedSegmenter as Segmenter
+from cft.grounding.store import GUIDANCE_MODES, MaskStore, class_key
+from cft.io import write_json_atomic
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    image_id: str  # the path relative to the image root, with forward slashes
+    path: Path
+    label: str  # the class name, as in the concept bank
+
+
+def _imagenet_wnids() -> dict[str, str]:
+    from timm.data import ImageNetInfo
+
+    from cft.concepts.classes import imagenet_class_names
+
+    return dict(zip(ImageNetInfo().label_names(), imagenet_class_names(), strict=True))
+
+
+def folder_classes(folders: Sequence[str], known: Sequence[str]) -> dict[str, str]:
+    """Class folder name -> class name: the folder name itself when it is a known class, else an ImageNet wnid
+    (n01440764 -> its name in `--classes imagenet`)."""
+    known_set = set(known)
+    wnids: dict[str, str] | None = None
+    out = {}
+    for folder in folders:
+        if folder in known_set:
+            out[folder] = folder
+            continue
+        if wnids is None:
+            wnids = _imagenet_wnids()
+        if folder in wnids:
+            out[folder] = wnids[folder]
+        else:
+            raise CftError(
+                f"class folder {folder!r} is neither a class of the concept bank nor an ImageNet wnid "
+                f"(bank classes: {', '.join(list(known)[:5])}{', ...' if len(known) > 5 else ''})"
+            )
+    return out
+
+
+def list_images(root: str | Path, known_classes: Sequence[str], only: Sequence[str] | None = None) -> list[ImageItem]:
+    """The images of an ImageFolder tree (root/<class folder>/.../<image>), sorted by id; `only` restricts to
+    the given image ids (paths relative to `root`)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise CftError(f"image folder {root} does not exist (expected root/<class folder>/<images>)")
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise CftError(f"image folder {root} has no class folders (expected root/<class folder>/<images>)")
+    if only is not None:
+        wanted = {str(Path(i).as_posix()) for i in only}
+        folders = sorted({i.split("/", 1)[0] for i in wanted} & set(folders)) or folders
+    names = folder_classes(folders, known_classes)
+    items = []
+    for folder in folders:
+        for path in sorted((root / folder).rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                items.append(ImageItem(path.relative_to(root).as_posix(), path, names[folder]))
+    if only is not None:
+        have = {it.image_id for it in items}
+        missing = sorted(wanted - have)
+        if missing:
+            raise CftError(f"image list names {len(missing)} image(s) not under {root}, e.g. {missing[0]!r}")
+        items = [it for it in items if it.image_id in wanted]
+    if not items:
+        raise CftError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    return items
+
+
+def read_image_list(path: str | Path) -> list[str]:
+    """Image ids (relative paths), one per line; blank lines and # comments ignored."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise CftError(f"image list {path}: cannot read ({e})") from None
+    ids = [line.split("#", 1)[0].strip() for line in lines]
+    ids = [i for i in ids if i]
+    if not ids:
+        raise CftError(f"image list {path} names no images")
+    return ids
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) outside torchrun."""
+    try:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise CftError("RANK and WORLD_SIZE must be integers (as torchrun sets them)") from None
+    if not 0 <= rank < world:
+        raise CftError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")
+    return rank, world
+
+
+def shard(items: Sequence[ImageItem], rank: int, world: int) -> list[ImageItem]:
+    """Rank `rank`'s share: every `world`-th item of the id-sorted list, starting at `rank`."""
+    return sorted(items, key=lambda it: it.image_id)[rank::world]
+
+
+def phrases_for(bank: ConceptBank, label: str, object_masks: bool) -> tuple[list[str], dict[str, float]]:
+    """The phrases to segment for an image of class `label` and their weights."""
+    if object_masks:
+        return [label], {label: 1.0}
+    if label not in bank.concepts:
+        raise CftError(f"the concept bank has no class {label!r}")
+    return bank.names(label), bank.weights(label)
+
+
+def _batches(items: Sequence[ImageItem], size: int) -> Iterator[list[ImageItem]]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
+
+
+def _check_masks(found: dict, image_size: tuple[int, int], item: ImageItem, segmenter: Segmenter) -> None:
+    for phrase, value in found.items():
+        mask = np.asarray(value[0])
+        if mask.shape != image_size:
+            raise CftError(
+                f"segmenter {segmenter.name!r} returned a {mask.shape} mask for {phrase!r} on {item.image_id} "
+                f"but the image is {image_size} (H, W)"
+            )
+
+
+@dataclass
+class BuildResult:
+    made: int
+    skipped: int
+    redone: int  # stale or corrupt entries made again
+    without_concepts: list[str]  # classes with no concept in the bank: their images got no entry
+    seconds: float
+
+
+def build_masks(
+    items: Sequence[ImageItem],
+    bank: ConceptBank,
+    segmenter: Segmenter,
+    store: MaskStore,
+    *,
+    mode: str = "union",
+    object_masks: bool = False,
+    batch_size: int = 8,
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = False,
+    load: Callable[[ImageItem], Any] | None = None,
+) -> BuildResult:
+    """Segment this rank's share of `items` into `store`, skipping entries already done with the current key."""
+    if mode not in GUIDANCE_MODES:
+        raise CftError(f"guidance mode must be one of {', '.join(GUIDANCE_MODES)}, got {mode!r}")
+    if batch_size < 1:
+        raise CftError(f"batch_size must be >= 1, got {batch_size}")
+    load = load or (lambda it: np.asarray(load_image(it.path)))
+    start = time.perf_counter()
+    identity = segmenter.identity()
+    keys: dict[str, str] = {}
+    without: set[str] = set()
+    todo: list[ImageItem] = []
+    skipped = redone = 0
+    for item in shard(items, rank, world):
+        phrases, weights = phrases_for(bank, item.label, object_masks)
+        if not phrases:
+            without.add(item.label)
+            continue
+        if item.label not in keys:
+            concepts = sorted((p, float(weights.get(p, 1.0))) for p in phrases)
+            keys[item.label] = class_key(identity, mode, [*concepts, ("object", float(object_masks))])
+        status = store.status(item.image_id, keys[item.label])
+        if status == "done":
+            skipped += 1
+            continue
+        redone += status in ("stale", "corrupt")
+        todo.append(item)
+    bar = _progress(len(todo), f"masks (rank {rank})" if world > 1 else "masks", progress)
+    for batch in _batches(todo, batch_size):
+        images = [load(it) for it in batch]
+        phrases = [phrases_for(bank, it.label, object_masks)[0] for it in batch]
+        results = segmenter.segment(images, phrases)
+        if len(results) != len(batch):
+            raise CftError(f"segmenter {segmenter.name!r} returned {len(results)} results for {len(batch)} images")
+        for item, image, found in zip(batch, images, results, strict=True):
+            size = _image_size(image)
+            if size is not None:
+                _check_masks(found, size, item, segmenter)
+            weights = phrases_for(bank, item.label, object_masks)[1]
+            store.write(item.image_id, found, key=keys[item.label], label=item.label, weights=weights, mode=mode)
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    return BuildResult(len(todo), skipped, redone, sorted(without), time.perf_counter() - start)
+
+
+def _image_size(image: Any) -> tuple[int, int] | None:
+    if hasattr(image, "size") and hasattr(image, "mode"):  # PIL
+        return image.size[1], image.size[0]
+    arr = np.asarray(image) if not isinstance(image, dict) else None
+    return None if arr is None or arr.ndim < 2 else (int(arr.shape[0]), int(arr.shape[1]))
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+
+def write_index(store: MaskStore, items: Sequence[ImageItem], info: dict[str, Any]) -> dict[str, Any]:
+    """index.json: per-class and per-concept found rates, suspect masks and missing entries over `items`."""
+    found: dict[str, dict[str, list[int]]] = {}
+    suspects, missing = [], []
+    for item in items:
+        try:
+            meta = store.read_meta(item.image_id)
+        except CftError:
+            missing.append(item.image_id)
+            continue
+        if meta.get("suspect"):
+            suspects.append(item.image_id)
+        per = found.setdefault(item.label, {})
+        for name, c in meta.get("concepts", {}).items():
+            per.setdefault(name, []).append(int(bool(c.get("found"))))
+    index = {
+        **info,
+        "images": len(items),
+        "entries": len(items) - len(missing),
+        "missing": missing[:100],
+        "suspect": suspects,
+        "found_rate": {cls: {n: float(np.mean(v)) for n, v in per.items()} for cls, per in sorted(found.items())},
+    }
+    write_json_atomic(store.folder / "index.json", index)
+    return index
+
+
+def run_masks(
+    images: str | Path,
+    bank_path: str | Path,
+    segmenter: Segmenter,
+    out: str | Path,
+    *,
+    image_list: str | Path | None = None,
+    mode: str = "union",
+    object_masks: bool = False,
+    batch_size: int = 8,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> BuildResult:
+    """`cft masks`: one process, or one rank of a torchrun job (gloo is enough: only a barrier is needed)."""
+    bank = ConceptBank.load(bank_path)
+    only = read_image_list(image_list) if image_list else None
+    items = list_images(images, list(bank.concepts), only)
+    rank, world = distributed_rank()
+    store = MaskStore(out)
+    info = {
+        "segmenter": segmenter.identity(),
+        "mode": mode,
+        "object_masks": object_masks,
+        "bank": str(bank_path),
+        "images": str(images),
+    }
+    if rank == 0:
+        store.describe(info)
+    result = build_masks(
+        items,
+        bank,
+        segmenter,
+        store,
+        mode=mode,
+        object_masks=object_masks,
+        batch_size=batch_size,
+        rank=rank,
+        world=world,
+        progress=progress,
+    )
+    if world > 1:
+        _barrier()
+    if rank == 0:
+        index = write_index(store, items, info)
+        log(
+            f"{out}: {index['entries']}/{index['images']} images have masks "
+            f"({result.made} made by rank 0 in {result.seconds:.1f} s, {result.skipped} already done, "
+            f"{result.redone} stale or corrupt redone); {len(index['suspect'])} suspect guidance masks"
+        )
+        if result.without_concepts:
+            log(f"note: no concepts in the bank for {', '.join(result.without_concepts)}: their images have no masks")
+    return result
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise CftError("torch.distributed is not available: run `cft masks` in one process")
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    dist.barrier()
