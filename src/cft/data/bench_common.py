@@ -1,0 +1,132 @@
+"""What every benchmark reader shares: the Sample / Benchmark records, image listing, ImageNet-1k class lookups."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from cft.errors import CftError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One evaluation item: an image file and the class indices that count as a correct answer."""
+
+    path: Path  # the image file (imagenet-seg: the .mat file, with `index` the item inside it)
+    targets: tuple[int, ...]  # acceptable classes in the model's label space; () = no label (imagenet-seg)
+    group: int | None = None  # waterbirds: 2 * y + place; else None
+    index: int | None = None  # imagenet-seg: the item's index in the .mat; else None
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A benchmark under one protocol: its samples and the logits the protocol looks at."""
+
+    name: str  # e.g. "imagenet-a" (200-class protocol) or "imagenet-a:1000"
+    samples: list[Sample]
+    allowed: tuple[int, ...] | None  # restrict the logits to these classes before top-k; None = all
+    num_classes: int  # size of the label space `targets` refer to (1000, or 2 for waterbirds)
+    info: dict = field(default_factory=dict)  # protocol, root, counts (JSON-serialisable)
+
+
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k wnids in index order (timm's ImageNetInfo; sorted wnids, the torchvision order)."""
+    from timm.data import ImageNetInfo
+
+    return tuple(ImageNetInfo().label_names())
+
+
+@lru_cache(maxsize=1)
+def wnid_to_index() -> dict[str, int]:
+    """wnid -> ImageNet-1k index."""
+    return {w: i for i, w in enumerate(imagenet_wnids())}
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")
+
+
+def subfolders(root: Path) -> list[Path]:
+    """The non-hidden sub-folders of `root`, sorted by name."""
+    return sorted((p for p in root.iterdir() if p.is_dir() and _visible(p)), key=lambda p: p.name)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files under `folder` (recursive, hidden entries skipped), sorted by relative path."""
+    found = [
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and p.is_file()
+        and all(_visible(part) for part in p.relative_to(folder).parents if part.name)
+        and _visible(p)
+    ]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def flat_images(folder: Path) -> list[Path]:
+    """Image files directly in `folder`, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and _visible(p) and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def require_dir(name: str, root: Path, layout: str) -> Path:
+    """`root` as an existing folder, or a CftError naming the benchmark, the path and the layout it expects."""
+    if not root.exists():
+        raise CftError(f"{name}: {root} does not exist; expected {layout}")
+    if not root.is_dir():
+        raise CftError(f"{name}: {root} is not a folder; expected {layout}")
+    return root
+
+
+def unwrap(root: Path, names: tuple[str, ...]) -> Path:
+    """`root/<name>` for the first of `names` that is a folder there (the archive's own top folder), else root."""
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    return root
+
+
+def sort_samples(samples: list[Sample], root: Path) -> list[Sample]:
+    """Samples in a deterministic order: by path relative to `root`, then by index."""
+    return sorted(samples, key=lambda s: (_relative(s.path, root), -1 if s.index is None else s.index))
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def class_folder_samples(
+    name: str,
+    root: Path,
+    label_of: dict[str, tuple[int, ...]],
+    layout: str,
+    what: str,
+    skip: Collection[str] = (),
+) -> tuple[list[Sample], dict[str, int]]:
+    """Samples of a ROOT/<class folder>/<images> tree; a folder neither in `label_of` nor in `skip` is an error.
+
+    Returns the samples (sorted by relative path) and the image count per folder read (skipped ones excluded).
+    """
+    folders = [f for f in subfolders(root) if f.name not in skip]
+    if not folders and not skip:
+        raise CftError(f"{name}: no class folders in {root}; expected {layout}")
+    unknown = [f.name for f in folders if f.name not in label_of]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else "")
+        raise CftError(f"{name}: folder(s) {shown} in {root} are not {what}; expected {layout}")
+    samples, counts = [], {}
+    for folder in folders:
+        files = image_files(folder)
+        counts[folder.name] = len(files)
+        samples.extend(Sample(path=p, targets=label_of[folder.name]) for p in files)
+    if not samples:
+        raise CftError(f"{name}: no images under {root}; expected {layout}")
+    return sort_samples(samples, root), counts
