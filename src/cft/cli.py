@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cft import __version__
+from cft.cli_evaluate import add_evaluate_command
+from cft.cli_masks import add_masks_commands, route_masks_show
 from cft.errors import CftError
 from cft.relevance import METHODS
 
@@ -80,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(run=run_demo_command)
     _add_concepts(commands)
+    add_masks_commands(commands)
+    add_evaluate_command(commands)
 
     finetune = commands.add_parser(
         "finetune",
@@ -352,16 +356,7 @@ def _image_paths(args: argparse.Namespace) -> list[Path]:
 def _load_model(args: argparse.Namespace, kwargs: dict[str, object]):
     from cft.models import load_model
 
-    try:
-        model = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, **kwargs)
-    except CftError:
-        raise
-    except Exception as err:  # timm's own complaints (bad sizes, no network for --pretrained, ...)
-        hint = " (--pretrained downloads weights from the Hugging Face hub: is this machine online?)"
-        raise CftError(
-            f"cannot create model {args.model!r} with arguments {kwargs}: {type(err).__name__}: {err}"
-            + (hint if args.pretrained else "")
-        ) from None
+    model = load_model(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, **kwargs)
     return model.eval().requires_grad_(False)
 
 
@@ -401,6 +396,7 @@ def run_explain(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 a usage or input error) instead of exiting."""
     parser = build_parser()
+    argv = route_masks_show(list(sys.argv[1:] if argv is None else argv))
     try:
         args = parser.parse_args(argv)
         return int(args.run(args) or 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -76,13 +77,23 @@ def load_model(
     except RuntimeError as err:
         if "Unknown model" in str(err):
             raise CftError(f"unknown model name {name!r}; supported: {SUPPORTED}") from None
-        raise
+        raise _creation_error(name, timm_kwargs, pretrained, err) from None
     except TypeError as err:
         raise CftError(f"model {name!r} does not take these arguments {sorted(timm_kwargs)}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - timm's own complaints: bad sizes, no network for pretrained, ...
+        raise _creation_error(name, timm_kwargs, pretrained, err) from None
     vit_layout(model)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model
+
+
+def _creation_error(name: str, kwargs: dict[str, Any], pretrained: bool, err: Exception) -> CftError:
+    hint = " (pretrained=True downloads weights from the Hugging Face hub: is this machine online?)"
+    return CftError(
+        f"cannot create model {name!r} with arguments {kwargs}: {type(err).__name__}: {err}"
+        + (hint if pretrained else "")
+    )
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

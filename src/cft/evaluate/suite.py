@@ -1,0 +1,148 @@
+"""The evaluation suite behind `cft evaluate`: checkpoints x benchmarks, aggregated, written as JSON, a markdown
+table and a per-class CSV."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cft.errors import CftError
+from cft.evaluate.runner import (
+    EvalOptions,
+    aggregate,
+    csv_text,
+    eval_transform,
+    markdown_table,
+    per_class_rows,
+    predict_topk,
+    score,
+    segmentation_scores,
+)
+from cft.io import write_bytes_atomic, write_json_atomic
+
+
+@dataclass
+class EvalSpec:
+    model: str
+    benches: dict[str, str]  # name -> root, as given to --bench NAME=PATH
+    checkpoints: list[str] = field(default_factory=list)  # none: the model as created (pretrained or random)
+    pretrained: bool = False
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    split: str | None = None  # a run's split.json: seen_classes (and unseen_classes) as class indices
+    options: EvalOptions = field(default_factory=EvalOptions)
+
+
+def parse_bench_args(items: Sequence[str]) -> dict[str, str]:
+    """["imagenet-a=/data/imagenet-a", ...] to {name: path}; a name given twice is an error."""
+    from cft.data.benchmarks import BENCHMARKS
+
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not path.strip():
+            raise CftError(f"--bench {item!r} must look like NAME=PATH (names: {', '.join(BENCHMARKS)})")
+        if name in out:
+            raise CftError(f"--bench {name} given twice")
+        out[name] = path.strip()
+    if not out:
+        raise CftError(f"give at least one --bench NAME=PATH (names: {', '.join(BENCHMARKS)})")
+    return out
+
+
+def read_seen_classes(path: str | Path) -> set[int]:
+    """The seen classes of a run's class split (split.json as `cft finetune` writes it)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        seen = {int(c) for c in data["seen_classes"]}
+    except FileNotFoundError:
+        raise CftError(f"class split {path}: no such file") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise CftError(f"class split {path}: expected JSON with a 'seen_classes' list of class indices ({e})") from None
+    return seen
+
+
+def _run_label(checkpoint: str | None, spec: EvalSpec) -> str:
+    if checkpoint is None:
+        return "pretrained" if spec.pretrained else "random-init"
+    return str(checkpoint)
+
+
+def run_suite(spec: EvalSpec, out: str | Path, log=print) -> dict[str, Any]:
+    """Evaluate every checkpoint on every benchmark; write OUT (JSON), OUT's .md and _per_class.csv siblings."""
+    from cft.concepts.classes import imagenet_class_names
+    from cft.data.benchmarks import group_sizes, load_benchmark, read_seg_item
+    from cft.models import load_model
+
+    out = Path(out)
+    benches = {name: load_benchmark(name, root) for name, root in spec.benches.items()}  # fail early on layouts
+    seen = read_seen_classes(spec.split) if spec.split else None
+    runs: dict[str, dict[str, dict[str, Any]]] = {}
+    rows: list[dict[str, Any]] = []
+    infos = {b.name: b.info for bs in benches.values() for b in bs}
+    for checkpoint in spec.checkpoints or [None]:
+        label = _run_label(checkpoint, spec)
+        model = load_model(spec.model, pretrained=spec.pretrained, checkpoint=checkpoint, **spec.model_kwargs)
+        _check_classes(model, benches)
+        transform = eval_transform(model, spec.options)
+        runs[label] = {}
+        for name, protocols in benches.items():
+            for bench in protocols:
+                runs[label][bench.name] = _evaluate_one(
+                    model, bench, spec, transform, seen, name, rows, label, group_sizes, read_seg_item
+                )
+                log(f"{label}  {bench.name}: " + _brief(runs[label][bench.name]))
+    mean, std = aggregate(runs)
+    names = imagenet_class_names()
+    for row in rows:
+        if row["name"] == str(row["class"]) and 0 <= row["class"] < 1000 and row.get("_imagenet"):
+            row["name"] = names[row["class"]]
+        row.pop("_imagenet", None)
+    results = {
+        "benchmarks": mean,
+        "std": std,
+        "runs": runs,
+        "model": spec.model,
+        "checkpoints": [_run_label(c, spec) for c in spec.checkpoints or [None]],
+        "split": spec.split,
+        "benchmark_info": infos,
+        "options": asdict(spec.options),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json_atomic(out, results)
+    write_bytes_atomic(out.with_suffix(".md"), markdown_table(mean, std, len(runs)).encode())
+    write_bytes_atomic(out.with_name(out.stem + "_per_class.csv"), csv_text(rows).encode())
+    return results
+
+
+def _evaluate_one(model, bench, spec, transform, seen, name, rows, label, group_sizes, read_seg_item) -> dict:
+    if bench.name.startswith("imagenet-seg"):
+        return segmentation_scores(model, bench, spec.options, read_seg_item)
+    top = predict_topk(model, bench, spec.options, transform)
+    sizes = group_sizes(spec.benches[name]) if name.startswith("waterbirds") else None
+    result = score(bench, top, seen, sizes)
+    for row in per_class_rows(bench, top, None):
+        rows.append({"run": label, **row, "_imagenet": bench.num_classes == 1000})
+    return result
+
+
+def _check_classes(model, benches: Mapping[str, Any]) -> None:
+    classes = getattr(model, "num_classes", None)
+    for protocols in benches.values():
+        for bench in protocols:
+            if classes is not None and bench.num_classes and classes != bench.num_classes and bench.samples:
+                if bench.samples[0].targets:
+                    raise CftError(
+                        f"{bench.name} labels {bench.num_classes} classes but the model has {classes} outputs "
+                        f"(pass --model-arg num_classes={bench.num_classes} with a checkpoint trained for them)"
+                    )
+
+
+def _brief(result: Mapping[str, Any]) -> str:
+    keys = [k for k in ("top1", "top5", "worst_group", "pixel_accuracy", "miou", "map") if k in result]
+    return ", ".join(f"{k} {100 * result[k]:.2f}" for k in keys) + f" (n={result.get('n')})"
