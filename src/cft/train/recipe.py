@@ -25,7 +25,7 @@ from cft.train.objectives import ObjectiveConfig, build_objective
 from cft.train.trainer import FitResult, TrainConfig, Trainer, check_run_dir, check_train_config
 
 WORLD_VIT = "world-vit"
-SOURCES = ("world",)
+SOURCES = ("world", "folder", "waterbirds")
 # Fields that may change between a run and its --resume: they do not change what is trained on or how.
 RESUMABLE_CHANGES = (
     "train.epochs",
@@ -54,11 +54,12 @@ class FewShotSection:
     per_class: int = 3  # images per seen class
     class_fraction: float = 0.5  # share of the classes that are seen; the rest are held out (unseen)
     seed: int = 0
+    exclude: str | None = None  # folder / waterbirds: a file of image ids (relative paths) never chosen
 
 
 @dataclass
 class DataSection:
-    source: str = "world"  # only the synthetic world for now
+    source: str = "world"  # world (the synthetic world) | folder (ImageFolder / ImageNet train) | waterbirds
     world: dict[str, Any] = field(default_factory=dict)  # cft.world.WorldConfig fields
     train_split: str = "train"
     n_train: int = 6000  # images of train_split (with few_shot: the pool the few images are drawn from)
@@ -68,6 +69,15 @@ class DataSection:
     masks: Literal["concepts", "object", "none"] = "concepts"
     exclude_parts: list[str] = field(default_factory=lambda: ["body"])  # parts that are no concept (masks=concepts)
     flip: bool = True  # mirror each training image (and its mask) with probability 0.5
+    # folder / waterbirds sources (cft.train.folder_data):
+    root: str | None = None  # folder: root/<class folder>/<images>; waterbirds: the folder with metadata.csv
+    val_root: str | None = None  # folder: validation images in the same layout (null: no validation)
+    classes: str = "folders"  # folder: imagenet (wnid folders, 1000-way labels) | folders (sorted folder names)
+    store: str | None = None  # the mask store (`cft masks`) holding the guidance masks of these images
+    image_size: int = 224  # training crop
+    resize: int = 256  # images and masks are resized to resize x resize first
+    mean: list[float] | None = None  # normalisation; null: the model's pretrained config (the paper: 0.5)
+    std: list[float] | None = None
 
 
 @dataclass
@@ -106,10 +116,7 @@ def check_recipe(recipe: FinetuneRecipe) -> None:
     """Checks that span fields (types were checked when the recipe was read)."""
     m, d = recipe.model, recipe.data
     if d.source not in SOURCES:
-        raise CftError(
-            f"data.source must be 'world' (the synthetic world), got {d.source!r}: real datasets come with "
-            "`cft evaluate` in a later release"
-        )
+        raise CftError(f"data.source must be one of {', '.join(SOURCES)}, got {d.source!r}")
     from cft.world import SPLITS
 
     for name, split in (("train_split", d.train_split), ("val_split", d.val_split)):
@@ -137,7 +144,23 @@ def check_recipe(recipe: FinetuneRecipe) -> None:
             raise CftError("model.kwargs is for timm models; world-vit takes depth, embed_dim, num_heads, patch_size")
     if m.checkpoint is not None and not Path(m.checkpoint).is_file():
         raise CftError(f"model.checkpoint {m.checkpoint} does not exist (relative to the working directory)")
-    make_world(recipe)  # checks data.world.*
+    if d.source == "world":
+        make_world(recipe)  # checks data.world.*
+    else:
+        _check_disk_data(d)
+
+
+def _check_disk_data(d: DataSection) -> None:
+    if not d.root:
+        raise CftError(f"data.root is required for data.source={d.source}")
+    if not 0 < d.image_size <= d.resize:
+        raise CftError(f"data.image_size must be in (0, data.resize={d.resize}], got {d.image_size}")
+    for name in ("mean", "std"):
+        value = getattr(d, name)
+        if value is not None and len(value) != 3:
+            raise CftError(f"data.{name} must be 3 numbers (R, G, B), got {value}")
+    if d.classes not in ("imagenet", "folders"):
+        raise CftError(f"data.classes must be 'imagenet' or 'folders', got {d.classes!r}")
 
 
 def make_world(recipe: FinetuneRecipe):
@@ -170,12 +193,6 @@ def build_model(recipe: FinetuneRecipe, num_classes: int, image_size: int) -> nn
             model = load_model(m.name, pretrained=m.pretrained, **kwargs)
         except CftError as err:
             raise CftError(f"model.name: {err}") from None
-        except Exception as err:  # timm's own complaints (bad sizes, no network for pretrained, ...)
-            hint = " (model.pretrained downloads weights from the Hugging Face hub: is this machine online?)"
-            raise CftError(
-                f"model: cannot create {m.name!r} with {kwargs}: {type(err).__name__}: {err}"
-                + (hint if m.pretrained else "")
-            ) from None
     if m.checkpoint is not None:
         try:
             load_checkpoint(model, m.checkpoint)
@@ -273,23 +290,37 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | Path, resume: bool = Fal
     check_run_dir(out, resume)  # before anything is built or written
     if resume:
         _check_resume(recipe, out / "config.yaml")
-    world = make_world(recipe)
     objective = build_objective(recipe.objective)
-    torch.manual_seed(recipe.train.seed)  # the initial weights of a model trained from scratch
-    model = build_model(recipe, len(world.classes), world.config.image_size)
-    train, val, selection = build_data(recipe, world, objective.needs_mask)
     tcfg = dataclasses.replace(recipe.train, progress=recipe.train.progress and progress)
-    from cft.world.training import make_collate
+    torch.manual_seed(recipe.train.seed)  # the initial weights of a model trained from scratch
+    if recipe.data.source == "world":
+        from cft.world.training import make_collate
 
-    trainer = Trainer(model, objective, tcfg, out, make_collate(flip=recipe.data.flip), make_collate(flip=False))
+        world = make_world(recipe)
+        classes = list(world.classes)
+        model = build_model(recipe, len(classes), world.config.image_size)
+        train, val, selection = build_data(recipe, world, objective.needs_mask)
+        collate, eval_collate = make_collate(flip=recipe.data.flip), make_collate(flip=False)
+        where = {"split": recipe.data.train_split, "pool": recipe.data.n_train}
+    else:
+        from torch.utils.data import default_collate
+
+        from cft.train.folder_data import disk_data, label_space
+
+        classes = label_space(recipe.data)
+        model = build_model(recipe, len(classes), recipe.data.image_size)
+        data = disk_data(recipe.data, model, objective.needs_mask)
+        train, val, selection = data.train, data.val, data.selection
+        collate = eval_collate = default_collate
+        where = {"root": recipe.data.root, "images": [it.image_id for it in data.items]}
+    trainer = Trainer(model, objective, tcfg, out, collate, eval_collate)
     save_config(recipe, out / "config.yaml")
     if selection is not None:
         split = {
             **selection.to_dict(),
-            "seen_class_names": [world.classes[c] for c in selection.seen_classes],
-            "unseen_class_names": [world.classes[c] for c in selection.unseen_classes],
-            "split": recipe.data.train_split,
-            "pool": recipe.data.n_train,
+            "seen_class_names": [classes[c] for c in selection.seen_classes],
+            "unseen_class_names": [classes[c] for c in selection.unseen_classes],
+            **where,
         }
         write_json_atomic(out / "split.json", split)
     return trainer.fit(train, val, resume=resume)

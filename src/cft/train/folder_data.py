@@ -1,0 +1,123 @@
+"""Training data from disk for `cft finetune`: an ImageFolder tree (ImageNet's train set, or a user's own) or
+Waterbirds, with the few-shot protocol and guidance masks from the mask store (`cft masks`).
+
+ImageFolder labels: with `classes: imagenet`, class folders are wnids (or ImageNet class names) and labels are
+ImageNet-1k indices (a 1000-way model); with `classes: folders`, the sorted folder names are the classes.
+Few-shot: `per_class` images from round(class_fraction x C) of the classes present (sorted, then a seeded
+permutation), never an image listed in `few_shot.exclude` (a file of image ids, one per line).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cft.errors import CftError
+from cft.grounding.build import ImageItem, list_images, read_image_list
+
+
+@dataclass
+class DiskData:
+    train: Any  # StoreImageDataset
+    val: Any | None
+    class_names: list[str]
+    selection: Any | None  # FewShotSplit
+    items: list[ImageItem]  # the training images
+
+
+WATERBIRDS_CLASSES = ["landbird", "waterbird"]
+
+
+def label_space(d: Any) -> list[str]:
+    """The class names of a `folder` or `waterbirds` data section, in label order."""
+    if not d.root:
+        raise CftError(f"data.root is required for data.source={d.source}")
+    root = Path(d.root).expanduser()
+    if d.source == "waterbirds":
+        return list(WATERBIRDS_CLASSES)
+    if d.classes == "imagenet":
+        from cft.concepts.classes import imagenet_class_names
+
+        return imagenet_class_names()
+    if d.classes != "folders":
+        raise CftError(f"data.classes must be 'imagenet' or 'folders', got {d.classes!r}")
+    if not root.is_dir():
+        raise CftError(f"data.root {root} does not exist (expected root/<class folder>/<images>)")
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise CftError(f"data.root {root} has no class folders (expected root/<class folder>/<images>)")
+    return names
+
+
+def _waterbirds_items(root: Path, split: int) -> list[ImageItem]:
+    from cft.data.bench_waterbirds import read_metadata
+
+    rows = read_metadata(root)
+    return [ImageItem(f, root / f, WATERBIRDS_CLASSES[y]) for f, y, s, _ in sorted(rows) if s == split]
+
+
+def _transforms(d: Any, model: Any) -> tuple[Any, Any]:
+    from cft.data.images import preprocessor
+    from cft.data.masked import PairedTransform
+
+    config = preprocessor(model).config
+    mean = tuple(d.mean) if d.mean is not None else tuple(config["mean"])
+    std = tuple(d.std) if d.std is not None else tuple(config["std"])
+    common = dict(size=d.image_size, resize=d.resize, mean=mean, std=std)
+    return PairedTransform(train=True, flip=d.flip, **common), PairedTransform(train=False, **common)
+
+
+def _select(items: list[ImageItem], index: dict[str, int], d: Any) -> tuple[list[ImageItem], Any]:
+    from cft.data.fewshot import select_few_shot
+
+    if d.few_shot is None:
+        return items, None
+    banned: set[str] = set()
+    if d.few_shot.exclude:
+        banned = set(read_image_list(d.few_shot.exclude))
+    exclude = [i for i, it in enumerate(items) if it.image_id in banned]
+    labels = [index[it.label] for it in items]
+    f = d.few_shot
+    try:
+        selection = select_few_shot(labels, f.per_class, f.class_fraction, f.seed, exclude=exclude)
+    except CftError as err:
+        raise CftError(f"data.few_shot: {err}") from None
+    return [items[i] for i in selection.indices], selection
+
+
+def disk_data(d: Any, model: Any, needs_mask: bool) -> DiskData:
+    """The train (and val) sets of a `folder` or `waterbirds` data section."""
+    from cft.data.masked import StoreImageDataset
+
+    names = label_space(d)
+    root = Path(d.root).expanduser()
+    if d.source == "waterbirds":
+        items, val_items = _waterbirds_items(root, 0), _waterbirds_items(root, 1)
+    else:
+        items = list_images(root, names)
+        val_items = list_images(Path(d.val_root).expanduser(), names) if d.val_root else []
+    index = {n: i for i, n in enumerate(names)}
+    chosen, selection = _select(items, index, d)
+    store = _store(d.store, [*chosen, *val_items]) if needs_mask else None
+    train_tf, eval_tf = _transforms(d, model)
+    train = StoreImageDataset(chosen, index, store, train_tf)
+    val = StoreImageDataset(val_items, index, store, eval_tf) if val_items else None
+    return DiskData(train, val, names, selection, chosen)
+
+
+def _store(folder: str | None, items: list[ImageItem]) -> Any:
+    """The mask store, checked to hold an entry for every image trained or validated on."""
+    from cft.grounding.store import MaskStore
+
+    if not folder:
+        raise CftError("the objective is guided by masks: set data.store to a mask store made by `cft masks`")
+    store = MaskStore(folder)
+    store.description()  # a clear error when it is not a store
+    missing = [it.image_id for it in items if store.status(it.image_id, "") in ("missing", "corrupt")]
+    if missing:
+        raise CftError(
+            f"mask store {folder} has no masks for {len(missing)} image(s) used in training or validation, e.g. "
+            f"{missing[0]}; run `cft masks` on them (`--list` takes the image ids, one per line)"
+        )
+    return store
