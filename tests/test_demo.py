@@ -83,3 +83,16 @@ def test_bad_demo_configs(overrides, match):
 def test_cli_reports_config_errors(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path), "--set", "finetune.per_class=zero"]) == 2
     assert "per_class" in capsys.readouterr().err
+
+
+def test_run_key_changes_with_what_determines_a_run():
+    """A rerun resumes only runs made with the same settings (a stale run folder is never reused)."""
+    from cft.demo import run_key
+
+    cfg = demo_config()
+    base = run_key(cfg, "shipped", {"bird": ["beak"]}, {"indices": [1, 2]})
+    assert base == run_key(demo_config(), "shipped", {"bird": ["beak"]}, {"indices": [1, 2]})
+    assert base != run_key(demo_config({"finetune": {"lr": 1e-4}}), "shipped", {"bird": ["beak"]}, {"indices": [1, 2]})
+    assert base != run_key(cfg, "shipped", {"bird": ["wing"]}, {"indices": [1, 2]})
+    assert base != run_key(cfg, "shipped", {"bird": ["beak"]}, {"indices": [1, 3]})
+    assert base != run_key(cfg, "pretrained from scratch", {"bird": ["beak"]}, {"indices": [1, 2]})

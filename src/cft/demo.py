@@ -158,6 +158,19 @@ def model_key(cfg: DemoConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def run_key(cfg: DemoConfig, origin: str, concepts: dict[str, list[str]], selection: dict[str, Any]) -> str:
+    """A hash of everything that determines a fine-tuning run, so a rerun resumes only its own runs."""
+    payload = {
+        "model": model_key(cfg),
+        "origin": origin,
+        "finetune": to_dict(cfg.finetune),
+        "concepts": concepts,
+        "selection": selection,
+        "world": cfg.world,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+
 def shipped_model_path() -> Path:
     return Path(str(resources.files("cft") / "assets" / SHIPPED_MODEL))
 
@@ -421,7 +434,8 @@ def run_demo(
                 "object-masks": cfg.finetune.object_objective,
                 "no-guidance": ObjectiveConfig(name="no-guidance", temperature=cfg.finetune.objective.temperature),
             }[variant]
-            finetune(model, data, objective, cfg.finetune, seed, out / "runs" / f"seed{seed}" / variant, progress)
+            run = out / "runs" / f"seed{seed}" / f"{variant}-{run_key(cfg, origin, concepts, sel.to_dict())}"
+            finetune(model, data, objective, cfg.finetune, seed, run, progress)
             t_ft += time.perf_counter() - t
             t = time.perf_counter()
             results[variant] = evaluate_model(model, tests, seen, cfg.evaluate, train_groups)
