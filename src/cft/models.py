@@ -1,4 +1,4 @@
-"""Loading timm Vision Transformers whose attention the relevance engine can read, and checkpoints."""
+"""Loading the models the relevance engine can read (timm ViTs, timm ConvNeXt(-V2), Hugging Face), and checkpoints."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from cft.errors import CftError
 SUPPORTED = (
     "timm VisionTransformer family: ViT (any image and patch size, non-square included), AugReg, "
     "DeiT (distilled too), DeiT-III, ViTs with register tokens (reg_tokens); e.g. vit_base_patch16_224, "
-    "deit_small_distilled_patch16_224, deit3_base_patch16_224, vit_small_patch14_reg4_dinov2"
+    "deit_small_distilled_patch16_224, deit3_base_patch16_224, vit_small_patch14_reg4_dinov2; "
+    "timm ConvNeXt / ConvNeXt-V2 (gradcam, input-grad), e.g. convnextv2_atto; and Hugging Face ViT, DeiT, DINOv2 "
+    "and ConvNeXt-V2 image classifiers as 'hf:<hub id or local folder>'"
 )
 
 
@@ -65,11 +67,21 @@ def load_model(
     checkpoint: str | Path | None = None,
     **timm_kwargs,
 ) -> nn.Module:
-    """Create the timm ViT `name` (weights from the hub if `pretrained`), optionally load a local checkpoint.
+    """Create the timm model `name` (weights from the hub if `pretrained`), optionally load a local checkpoint.
 
-    Fused attention stays on: the relevance engine turns it off only for the blocks it reads and only while
-    it reads them, so plain inference and training keep the fast kernel.
+    timm ViTs: fused attention stays on; the relevance engine turns it off only for the blocks it reads and
+    only while it reads them, so plain inference and training keep the fast kernel. timm ConvNeXt and
+    ConvNeXt-V2 (convnext_*, convnextv2_*) are accepted as they are.
+    "hf:<hub id or local folder>": a Hugging Face ViT / DeiT / DINOv2 / ConvNeXt-V2 classifier with eager
+    attention, wrapped so that model(images) returns logits (`cft.relevance.hf.HFClassifier`); pretrained
+    loads its weights (otherwise the architecture only, random weights) and the keyword arguments override
+    its config (num_labels=..., and interpolate_pos_encoding=True for other image sizes).
     """
+    if name.startswith("hf:"):
+        from cft.relevance.hf import load_hf_model
+
+        model = load_hf_model(name.removeprefix("hf:"), pretrained=pretrained, **timm_kwargs)
+        return load_checkpoint(model, checkpoint) if checkpoint is not None else model
     import timm
 
     try:
@@ -82,7 +94,10 @@ def load_model(
         raise CftError(f"model {name!r} does not take these arguments {sorted(timm_kwargs)}: {err}") from None
     except Exception as err:  # noqa: BLE001 - timm's own complaints: bad sizes, no network for pretrained, ...
         raise _creation_error(name, timm_kwargs, pretrained, err) from None
-    vit_layout(model)
+    from cft.relevance.convnext import is_timm_convnext
+
+    if not is_timm_convnext(model):
+        vit_layout(model)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model

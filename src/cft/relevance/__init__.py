@@ -1,8 +1,10 @@
-"""Batched, differentiable relevance maps for timm ViTs.
+"""Batched, differentiable relevance maps for timm ViTs, Hugging Face ViT/DeiT/DINOv2 and ConvNeXt(-V2).
 
 `relevance_with_logits` runs ONE forward pass and returns both the maps and the logits, so a training
 step needs no second forward. Maps are patch-level (B, gh, gw), min-max normalised per image to [0, 1]
 (a constant map gives zeros), and stay in the autograd graph: a loss on them trains the model.
+Hugging Face models: see `cft.relevance.hf`; ConvNeXt (feature-map grid, gradcam and input-grad only): see
+`cft.relevance.convnext`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch import nn
 from cft.errors import CftError
 from cft.models import vit_layout
 from cft.relevance.capture import Captured, capture
-from cft.relevance.methods import METHODS, Method, Trace
+from cft.relevance.methods import METHODS, Backend, Method, Trace
 
 __all__ = ["METHODS", "Captured", "capture", "normalize", "relevance", "relevance_with_logits", "upsample"]
 
@@ -34,8 +36,12 @@ def relevance_with_logits(
 
     create_graph: differentiate through the gradients the method takes (exact second order). None takes the
     method's default: False for grad-rollout, attn-lrp and gradcam (the gradient is a constant, as in the
-    reference code; the loss still reaches the parameters through the attention), True for input-grad.
+    reference code; the loss still reaches the parameters through the attention), True for input-grad and for
+    ConvNeXt's gradcam.
     """
+    backend = _backend(model)
+    if backend is not None:
+        return _backend_relevance(model, backend, images, targets, method, create_graph)
     spec = _method(method)
     layout = vit_layout(model)
     _check_images(model, images)
@@ -88,6 +94,66 @@ def _method(name: str) -> Method:
     if name not in METHODS:
         raise CftError(f"unknown relevance method {name!r}; choose one of {', '.join(METHODS)}")
     return METHODS[name]
+
+
+def _backend(model: nn.Module) -> Backend | None:
+    """The backend of a Hugging Face or ConvNeXt model; None for timm ViTs (and anything else)."""
+    from cft.relevance import convnext, hf
+
+    return hf.backend(model) or convnext.backend(model)
+
+
+def _backend_relevance(
+    model: nn.Module, backend: Backend, images: torch.Tensor, targets: Targets, method: str, create_graph: bool | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`relevance_with_logits` for a non-timm-ViT family: the same single forward pass through its backend."""
+    _method(method)
+    if method not in backend.methods:
+        raise CftError(
+            f"relevance method {method!r} is not available for {backend.family} models; "
+            f"choose one of {', '.join(backend.methods)}"
+        )
+    spec = backend.methods[method]
+    _check_batch(images, backend.channels)
+    grid = backend.grid(tuple(images.shape[-2:]))
+    create_graph = spec.create_graph_default if create_graph is None else bool(create_graph)
+    with torch.enable_grad(), backend.capture(spec) as captured:
+        inputs = images
+        if method == "input-grad" or not any(p.requires_grad for p in model.parameters()):
+            inputs = images if images.requires_grad else images.detach().requires_grad_(True)
+        logits = backend.forward(inputs)
+        _check_captured(captured, backend, grid)
+        chosen = _targets(targets, logits)
+        score = logits.gather(1, chosen[:, None]).sum()
+        trace = Trace(inputs, score, captured, backend.num_prefix_tokens, backend.reads_class_token, grid, create_graph)
+        maps = spec.fn(trace)
+    return normalize(maps), logits
+
+
+def _check_batch(images: torch.Tensor, channels: int) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise CftError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise CftError(f"images must be a floating-point tensor (normalised pixels), got dtype {images.dtype}")
+    if images.dim() != 4 or images.shape[1] != channels:
+        raise CftError(f"images must have shape (B, {channels}, H, W), got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise CftError("images is an empty batch")
+
+
+def _check_captured(captured: Captured, backend: Backend, grid: tuple[int, int]) -> None:
+    """The token count / feature map size the model produced must match the prefix tokens and grid read."""
+    if captured.attentions:
+        tokens = captured.attentions[0].shape[-1]
+        if tokens != backend.num_prefix_tokens + grid[0] * grid[1]:
+            raise CftError(
+                f"{backend.family} made {tokens} tokens, but its config says {backend.num_prefix_tokens} prefix "
+                f"tokens and a {grid[0]}x{grid[1]} patch grid"
+            )
+    if captured.features is not None and tuple(captured.features.shape[-2:]) != tuple(grid):
+        raise CftError(
+            f"{backend.family} made a {tuple(captured.features.shape[-2:])} feature map, expected {tuple(grid)}"
+        )
 
 
 def _check_images(model: nn.Module, images: torch.Tensor) -> None:

@@ -16,6 +16,7 @@ class Captured:
 
     attentions: list[torch.Tensor] = field(default_factory=list)  # per block, (B, heads, N, N)
     last_block_input: torch.Tensor | None = None  # (B, N, D): the normalised tokens the last attention reads
+    features: torch.Tensor | None = None  # (B, C, h, w): a convolutional model's last feature map
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ All of them are batched and, where noted, differentiable with respect to the mod
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +39,24 @@ class Method:
     last_block_input: bool
     create_graph_default: bool
     doc: str
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A model family other than timm ViTs (Hugging Face ViTs, ConvNeXt): how to run it, what it offers.
+
+    `grid` checks an image size (H, W) and returns the map grid (rows, cols); `forward` maps images to logits
+    (B, classes); `capture` records, for one forward pass, what a method of `methods` reads.
+    """
+
+    family: str
+    methods: dict[str, Method]
+    channels: int
+    grid: Callable[[tuple[int, int]], tuple[int, int]]
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    capture: Callable[[Method], AbstractContextManager[Captured]]
+    num_prefix_tokens: int = 0
+    reads_class_token: bool = False
 
 
 def _grad(trace: Trace, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
