@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cft import __version__
-from cft.cli_evaluate import add_evaluate_command
+from cft.cli_evaluate import add_evaluate_command, add_run_command
 from cft.cli_masks import add_masks_commands, route_masks_show
 from cft.errors import CftError
 from cft.relevance import METHODS
@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_concepts(commands)
     add_masks_commands(commands)
     add_evaluate_command(commands)
+    add_run_command(commands)
 
     finetune = commands.add_parser(
         "finetune",

@@ -93,10 +93,17 @@ def _select(items: list[ImageItem], index: dict[str, int], d: Any) -> tuple[list
     return [items[i] for i in selection.indices], selection
 
 
-def disk_data(d: Any, model: Any, needs_mask: bool) -> DiskData:
-    """The train (and val) sets of a `folder`, `waterbirds` or `grouped` data section."""
-    from cft.data.masked import StoreImageDataset
+@dataclass
+class ImageChoice:
+    class_names: list[str]
+    train: list[ImageItem]  # the few-shot images (or all of them without few_shot)
+    val: list[ImageItem]
+    selection: Any | None  # FewShotSplit
 
+
+def choose_images(d: Any) -> ImageChoice:
+    """Which images a `folder`, `waterbirds` or `grouped` data section trains and validates on (no model needed:
+    `cft run` makes their masks before fine-tuning)."""
     names = label_space(d)
     root = Path(d.root).expanduser()
     if d.source in ("waterbirds", "grouped"):
@@ -104,13 +111,26 @@ def disk_data(d: Any, model: Any, needs_mask: bool) -> DiskData:
     else:
         items = list_images(root, names)
         val_items = list_images(Path(d.val_root).expanduser(), names) if d.val_root else []
-    index = {n: i for i, n in enumerate(names)}
-    chosen, selection = _select(items, index, d)
-    store = _store(d.store, [*chosen, *val_items]) if needs_mask else None
+    chosen, selection = _select(items, {n: i for i, n in enumerate(names)}, d)
+    return ImageChoice(names, chosen, val_items, selection)
+
+
+def disk_data(d: Any, model: Any, needs_mask: bool) -> DiskData:
+    """The train (and val) sets of a `folder`, `waterbirds` or `grouped` data section. Validation images of a
+    separate `val_root` take their masks from `val_store` (their ids are relative to `val_root`)."""
+    from cft.data.masked import StoreImageDataset
+
+    choice = choose_images(d)
+    index = {n: i for i, n in enumerate(choice.class_names)}
+    separate = d.source == "folder" and d.val_root is not None
+    store = val_store = None
+    if needs_mask:
+        store = _store(d.store, choice.train if separate else [*choice.train, *choice.val])
+        val_store = (_store(d.val_store or d.store, choice.val) if separate else store) if choice.val else None
     train_tf, eval_tf = _transforms(d, model)
-    train = StoreImageDataset(chosen, index, store, train_tf)
-    val = StoreImageDataset(val_items, index, store, eval_tf) if val_items else None
-    return DiskData(train, val, names, selection, chosen)
+    train = StoreImageDataset(choice.train, index, store, train_tf)
+    val = StoreImageDataset(choice.val, index, val_store, eval_tf) if choice.val else None
+    return DiskData(train, val, choice.class_names, choice.selection, choice.train)
 
 
 def _store(folder: str | None, items: list[ImageItem]) -> Any:

@@ -74,6 +74,7 @@ class DataSection:
     val_root: str | None = None  # folder: validation images in the same layout (null: no validation)
     classes: str = "folders"  # folder: imagenet (wnid folders, 1000-way labels) | folders (sorted folder names)
     store: str | None = None  # the mask store (`cft masks`) holding the guidance masks of these images
+    val_store: str | None = None  # folder with val_root: the store of the val_root images (null: data.store)
     image_size: int = 224  # training crop
     resize: int = 256  # images and masks are resized to resize x resize first
     mean: list[float] | None = None  # normalisation; null: the model's pretrained config (the paper: 0.5)
