@@ -103,3 +103,17 @@ def test_killed_run_resumes_to_the_same_result(setup):
         wa = read_state_dict(setup / "full" / f"seed{seed}" / "finetune" / "last.safetensors")
         wb = read_state_dict(setup / "killed" / f"seed{seed}" / "finetune" / "last.safetensors")
         assert all((wa[k] == wb[k]).all() for k in wa)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes" / "imagenet").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_pipeline_recipes_parse(path):
+    """The paper's recipes: valid, 5 seeds, 3 images from half of the classes, the paper's learning rates."""
+    from cft.pipeline import finetune_recipe, load_run_recipe
+
+    recipe = load_run_recipe(path)
+    assert recipe.seeds == [0, 1, 2, 3, 4]
+    fr = finetune_recipe(recipe, 3, Path("/tmp/x"))
+    assert fr.data.few_shot.per_class == 3 and fr.data.few_shot.class_fraction == 0.5 and fr.data.few_shot.seed == 3
+    lrs = {"vit-b16": 5e-7, "deit3-b16": 8e-7, "dinov2-b14": 6e-7, "convnextv2-b": 3e-6}
+    assert fr.train.optim.lr == lrs[path.stem] and fr.train.epochs == 50 and fr.train.batch_size == 8
+    assert fr.train.optim.weight_decay == 1e-4 and fr.train.optim.lr_decay == 0.85
