@@ -70,7 +70,7 @@ def test_unknown_name_and_missing_root(tmp_path):
         load_benchmark("imagenet-a", tmp_path / "file")
     with pytest.raises(CftError, match=r"no class folders .*expected ROOT/<wnid>/<images>"):
         load_benchmark("imagenet-sketch", tmp_path)
-    assert len(BENCHMARKS) == 11
+    assert len(BENCHMARKS) == 12 and BENCHMARKS[-1] == "grouped"
 
 
 # ---------------------------------------------------------------- ImageNet family

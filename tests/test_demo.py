@@ -96,3 +96,16 @@ def test_run_key_changes_with_what_determines_a_run():
     assert base != run_key(cfg, "shipped", {"bird": ["wing"]}, {"indices": [1, 2]})
     assert base != run_key(cfg, "shipped", {"bird": ["beak"]}, {"indices": [1, 3]})
     assert base != run_key(cfg, "pretrained from scratch", {"bird": ["beak"]}, {"indices": [1, 2]})
+
+
+@pytest.mark.slow
+def test_quick_demo_with_all_baselines(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--quick", "--all-baselines", "--out", str(out), "--no-progress"]
+    assert main([*args, "--set", "finetune.epochs=2", "--set", "evaluate.n_test=200"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["metrics"]) == [*VARIANTS, "erm", "robustvit", "rrr", "gradmask", "rrda"]
+    report = (out / "report.md").read_text()
+    assert "## Ranking by test-ood top-1" in report and "| rrda |" in report
+    with pytest.raises(CftError, match="unknown baseline"):
+        demo_config({"baselines": ["dropout"]})

@@ -226,3 +226,25 @@ def test_imagenet_seg_scores_relevance(tmp_path):
     assert main(_tiny_args(tmp_path, "--bench", f"imagenet-seg={tmp_path}", "--out", str(out))) == 0
     seg = json.loads(out.read_text())["benchmarks"]["imagenet-seg"]
     assert seg["n"] == 3 and 0.0 <= seg["pixel_accuracy"] <= 1.0 and 0.0 <= seg["miou"] <= 1.0
+
+
+def test_any_group_labelled_dataset(tmp_path):
+    """`grouped`: metadata.csv with img_filename, y, split, group; classes 0..max(y); groups as given."""
+    rows = [("x/0.png", 2, 2, 7, 2), ("x/1.png", 2, 2, 7, 0), ("x/2.png", 0, 2, 3, 0), ("x/3.png", 1, 2, 5, 1)]
+    rows += [("t/0.png", 0, 0, 3, 0), ("t/1.png", 2, 0, 7, 0), ("t/2.png", 2, 0, 7, 0), ("t/3.png", 1, 1, 5, 1)]
+    with (tmp_path / "metadata.csv").open("w") as f:
+        f.write("img_filename,y,split,group\n")
+        for name, y, split, group, pred in rows:
+            f.write(f"{name},{y},{split},{group}\n")
+            write(tmp_path / name, pred)
+    (bench,) = load_benchmark("grouped", tmp_path)
+    assert bench.num_classes == 3 and bench.info["train_group_sizes"] == {"3": 1, "5": 0, "7": 2}
+    result = score(bench, predict_topk(ColourModel(3), bench, OPTS, TO_TENSOR), None, {3: 1, 5: 0, 7: 2})
+    # groups: 3 right (1/1), 5 right (1/1), 7 half (1/2); weighted by training sizes 1, 0, 2
+    assert result["per_group"] == {"3": 1.0, "5": 1.0, "7": 0.5} and result["worst_group"] == 0.5
+    assert result["group_weighted_average"] == pytest.approx((1 * 1.0 + 2 * 0.5) / 3)
+    (val,) = load_benchmark("grouped:val", tmp_path)
+    assert [s.targets for s in val.samples] == [(1,)]
+    (tmp_path / "metadata.csv").write_text("img_filename,y,split,group\nx/0.png,1,2,-1\n")
+    with pytest.raises(CftError, match="group = '-1', expected an integer >= 0"):
+        load_benchmark("grouped", tmp_path)

@@ -90,3 +90,21 @@ def test_waterbirds_training_split(tmp_path, capsys):
     assert finetune(tmp_path) == 0, capsys.readouterr().err
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all("val_top1" in h for h in history)  # the val split (split 1) was evaluated
+
+
+def test_grouped_dataset_trains_a_k_way_model(tmp_path, capsys):
+    (tmp_path / "g").mkdir()
+    rows = [(f"i/{k}.png", k % 3, 0 if k < 6 else 1, k % 2) for k in range(8)]
+    with (tmp_path / "g" / "metadata.csv").open("w") as f:
+        f.write("img_filename,y,split,group\n")
+        for name, y, split, group in rows:
+            f.write(f"{name},{y},{split},{group}\n")
+            (tmp_path / "g" / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (40, 40), (y * 100, 90, 10)).save(tmp_path / "g" / name)
+    (tmp_path / "r.yaml").write_text(
+        f"data:\n  source: grouped\n  root: {tmp_path / 'g'}\n  masks: none\n"
+        "  few_shot: {per_class: 1, class_fraction: 1.0, seed: 0}\nobjective:\n  name: erm\n"
+    )
+    assert finetune(tmp_path) == 0, capsys.readouterr().err
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["seen_class_names"] == ["0", "1", "2"] and len(split["images"]) == 3

@@ -237,3 +237,13 @@ def test_masks_show_draws_a_sheet(tree, tmp_path, capsys):
     assert "8 entries" in capsys.readouterr().out
     assert main(["masks", "show", "--store", str(tmp_path / "nowhere"), "--images", str(images)]) == 2
     assert "not a mask store" in capsys.readouterr().err
+
+
+def test_phrases_for_a_class_the_bank_lacks(tmp_path):
+    """An ImageNet wnid folder whose class has no entry in the bank: a clear error, nothing written."""
+    (tmp_path / "images" / "n01443537").mkdir(parents=True)  # goldfish
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "n01443537" / "a.png")
+    bank = write_bank(tmp_path / "bank.json", {"tabby cat": ["ear"]})
+    with pytest.raises(CftError, match="the concept bank has no class 'goldfish'"):
+        run_masks(tmp_path / "images", bank, FakeSegmenter(), tmp_path / "store", progress=False)
+    assert MaskStore(tmp_path / "store").image_ids() == []

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cft import __version__
-from cft.cli_evaluate import add_evaluate_command
+from cft.cli_evaluate import add_evaluate_command, add_run_command
 from cft.cli_masks import add_masks_commands, route_masks_show
 from cft.errors import CftError
 from cft.relevance import METHODS
@@ -80,10 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. seeds=[0,1]"
     )
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.add_argument(
+        "--all-baselines",
+        action="store_true",
+        help="also fine-tune every baseline (erm, robustvit, rrr, gradmask, rrda) and rank all variants",
+    )
     demo.set_defaults(run=run_demo_command)
     _add_concepts(commands)
     add_masks_commands(commands)
     add_evaluate_command(commands)
+    add_run_command(commands)
 
     finetune = commands.add_parser(
         "finetune",
@@ -303,6 +309,10 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from cft.demo import demo_config, run_demo
 
     data = merge(read_yaml(args.config) if args.config else {}, parse_overrides(args.set))
+    if args.all_baselines:
+        from cft.demo import BASELINES
+
+        data = merge(data, {"baselines": list(BASELINES)})
     cfg = demo_config(data, quick=args.quick)
     results = run_demo(cfg, args.out, from_scratch=args.from_scratch, progress=not args.no_progress)
     m = results["metrics"]

@@ -40,6 +40,9 @@ from cft.world.training import (
 )
 
 VARIANTS = ("original", "cft", "object-masks", "no-guidance")
+# `cft demo --all-baselines`: every baseline objective of cft.train on the same images; all but erm are guided
+# by the object's mask (RobustViT's MSE on relevance, RRR's and GradMask's input-gradient penalties, RRDA's pastes).
+BASELINES = ("erm", "robustvit", "rrr", "gradmask", "rrda")
 TEST_SPLITS = ("test-id", "test-ood", "test-flipped")
 SHIPPED_MODEL = "world_vit.safetensors"
 SHIPPED_CONCEPTS = "world_concepts"
@@ -126,6 +129,7 @@ class DemoConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    baselines: list[str] = field(default_factory=list)  # any of BASELINES, run after the four variants
 
 
 QUICK = {
@@ -138,6 +142,9 @@ QUICK = {
 def demo_config(overrides: dict[str, Any] | None = None, quick: bool = False) -> DemoConfig:
     data = merge(QUICK if quick else {}, overrides or {})
     cfg = from_dict(DemoConfig, data, where="demo config")
+    unknown = [b for b in cfg.baselines if b not in BASELINES]
+    if unknown:
+        raise CftError(f"demo config: unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
     make_world(cfg)  # validate the world fields now
     return cfg
 
@@ -299,6 +306,17 @@ def finetune(
     return model
 
 
+def variant_objective(cfg: DemoConfig, variant: str) -> ObjectiveConfig:
+    """The objective a demo variant fine-tunes with."""
+    if variant == "cft":
+        return cfg.finetune.objective
+    if variant == "object-masks":
+        return cfg.finetune.object_objective
+    if variant == "no-guidance":
+        return ObjectiveConfig(name="no-guidance", temperature=cfg.finetune.objective.temperature)
+    return ObjectiveConfig(name=variant)
+
+
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     model.eval()
@@ -424,16 +442,13 @@ def run_demo(
         t = time.perf_counter()
         results = {"original": evaluate_model(original, tests, seen, cfg.evaluate, train_groups)}
         t_eval += time.perf_counter() - t
-        for variant in VARIANTS[1:]:
+        for variant in (*VARIANTS[1:], *cfg.baselines):
             t = time.perf_counter()
             model = cfg.model.create(len(world.classes), world.config.image_size)
             model.load_state_dict(state)
-            data = ArrayDataset.from_samples(samples, masks.get(variant))
-            objective = {
-                "cft": cfg.finetune.objective,
-                "object-masks": cfg.finetune.object_objective,
-                "no-guidance": ObjectiveConfig(name="no-guidance", temperature=cfg.finetune.objective.temperature),
-            }[variant]
+            objective = variant_objective(cfg, variant)
+            mask = masks.get(variant, masks["object-masks"] if build_objective(objective).needs_mask else None)
+            data = ArrayDataset.from_samples(samples, mask)
             run = out / "runs" / f"seed{seed}" / f"{variant}-{run_key(cfg, origin, concepts, sel.to_dict())}"
             finetune(model, data, objective, cfg.finetune, seed, run, progress)
             t_ft += time.perf_counter() - t

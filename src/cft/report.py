@@ -123,6 +123,19 @@ def markdown(results: dict[str, Any]) -> str:
             f"{100 * o['relevance_object']['map']:.1f} | {100 * o['relevance_concepts']['miou']:.1f} | "
             f"{100 * o['relevance_concepts']['map']:.1f} |"
         )
+    ranked = sorted(m, key=lambda v: -m[v]["test-ood"]["top1"])
+    lines += [
+        "",
+        "## Ranking by test-ood top-1",
+        "",
+        "| rank | variant | test-ood top-1 | test-id top-1 |",
+        "|---|---|---|---|",
+    ]
+    for i, v in enumerate(ranked, 1):
+        lines.append(
+            f"| {i} | {v} | {_fmt(m[v]['test-ood']['top1'], s[v]['test-ood']['top1'])} | "
+            f"{_fmt(m[v]['test-id']['top1'], s[v]['test-id']['top1'])} |"
+        )
     ood = {v: m[v]["test-ood"]["top1"] for v in m}
     d_id = m["cft"]["test-id"]["top1"] - m["original"]["test-id"]["top1"]
     lines += [

@@ -170,7 +170,8 @@ class ConceptBank:
 def read_hand_bank(path: str | Path) -> ConceptBank:
     """A hand-written bank, JSON (.json) or YAML (.yaml/.yml): {class: [name | [name, weight], ...]}.
 
-    Every concept gets kind "bank"; names must be unique within a class and weights finite and positive.
+    Every concept gets kind "bank"; names must be unique within a class and weights finite and positive. A bank
+    that cft wrote ({"concepts": {class: [{"name", ...}]}, ...}) is read as it is, kinds and weights kept.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -194,6 +195,9 @@ def read_hand_bank(path: str | Path) -> ConceptBank:
             raise CftError(f"concept bank {path}: not valid YAML ({e})") from None
     if not isinstance(data, dict) or not data:
         raise CftError(f"concept bank {path}: expected a mapping {{class: [concept, ...]}} with at least one class")
+    if isinstance(data.get("concepts"), dict) and all(isinstance(v, list) for v in data["concepts"].values()):
+        if all(isinstance(c, dict) for v in data["concepts"].values() for c in v):
+            return ConceptBank.from_dict(data, source=f"concept bank {path}")
     concepts: dict[str, list[Concept]] = {}
     for klass, items in data.items():
         if not isinstance(klass, str) or not klass.strip():

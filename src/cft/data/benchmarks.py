@@ -17,6 +17,7 @@ the order of the folders present, and sorts samples by path relative to ROOT. La
 - si-location, si-rotation, si-size: see cft.data.bench_siscore (class folders named by object class).
 - imagenet-seg: ROOT/gtsegs_ijcv.mat or the .mat itself; items read with `read_seg_item`.
 - waterbirds (test split) / waterbirds:val: ROOT/metadata.csv + ROOT/<img_filename>; `group_sizes` for weights.
+- grouped (test split) / grouped:val: any group-labelled dataset, ROOT/metadata.csv (img_filename,y,split,group).
 
 Hidden files and folders are ignored; an unknown class folder is an error naming it.
 """
@@ -37,7 +38,7 @@ from cft.data.bench_imagenet import (
 from cft.data.bench_objectnet import load_objectnet
 from cft.data.bench_seg import load_imagenet_seg, read_seg_item
 from cft.data.bench_siscore import load_si_score
-from cft.data.bench_waterbirds import GROUP_NAMES, group_sizes, load_waterbirds
+from cft.data.bench_waterbirds import GROUP_NAMES, GROUPED, group_sizes, load_grouped, load_waterbirds
 from cft.errors import CftError
 
 __all__ = [
@@ -62,6 +63,7 @@ BENCHMARKS: tuple[str, ...] = (
     "si-size",
     "imagenet-seg",
     "waterbirds",
+    "grouped",
 )
 
 _READERS: dict[str, Callable[[Path], list[Benchmark]]] = {
@@ -77,6 +79,8 @@ _READERS: dict[str, Callable[[Path], list[Benchmark]]] = {
     "imagenet-seg": load_imagenet_seg,
     "waterbirds": load_waterbirds,
     "waterbirds:val": lambda root: load_waterbirds(root, split=1, name="waterbirds:val"),
+    "grouped": lambda root: load_grouped(root, fmt=GROUPED),
+    "grouped:val": lambda root: load_grouped(root, split=1, name="grouped:val", fmt=GROUPED),
 }
 
 
@@ -84,5 +88,6 @@ def load_benchmark(name: str, root: str | Path) -> list[Benchmark]:
     """The protocols of benchmark `name` read from `root`: two for imagenet-a / imagenet-r, else one."""
     key = name.strip().lower() if isinstance(name, str) else name
     if key not in _READERS:
-        raise CftError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)} (or waterbirds:val)")
+        extra = "waterbirds:val, grouped:val"
+        raise CftError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)} (or {extra})")
     return _READERS[key](Path(root).expanduser())

@@ -76,7 +76,7 @@ def _run_label(checkpoint: str | None, spec: EvalSpec) -> str:
 def run_suite(spec: EvalSpec, out: str | Path, log=print) -> dict[str, Any]:
     """Evaluate every checkpoint on every benchmark; write OUT (JSON), OUT's .md and _per_class.csv siblings."""
     from cft.concepts.classes import imagenet_class_names
-    from cft.data.benchmarks import group_sizes, load_benchmark, read_seg_item
+    from cft.data.benchmarks import load_benchmark, read_seg_item
     from cft.models import load_model
 
     out = Path(out)
@@ -91,11 +91,9 @@ def run_suite(spec: EvalSpec, out: str | Path, log=print) -> dict[str, Any]:
         _check_classes(model, benches)
         transform = eval_transform(model, spec.options)
         runs[label] = {}
-        for name, protocols in benches.items():
+        for protocols in benches.values():
             for bench in protocols:
-                runs[label][bench.name] = _evaluate_one(
-                    model, bench, spec, transform, seen, name, rows, label, group_sizes, read_seg_item
-                )
+                runs[label][bench.name] = _evaluate_one(model, bench, spec, transform, seen, rows, label, read_seg_item)
                 log(f"{label}  {bench.name}: " + _brief(runs[label][bench.name]))
     mean, std = aggregate(runs)
     names = imagenet_class_names()
@@ -120,12 +118,12 @@ def run_suite(spec: EvalSpec, out: str | Path, log=print) -> dict[str, Any]:
     return results
 
 
-def _evaluate_one(model, bench, spec, transform, seen, name, rows, label, group_sizes, read_seg_item) -> dict:
+def _evaluate_one(model, bench, spec, transform, seen, rows, label, read_seg_item) -> dict:
     if bench.name.startswith("imagenet-seg"):
         return segmentation_scores(model, bench, spec.options, read_seg_item)
     top = predict_topk(model, bench, spec.options, transform)
-    sizes = group_sizes(spec.benches[name]) if name.startswith("waterbirds") else None
-    result = score(bench, top, seen, sizes)
+    sizes = bench.info.get("train_group_sizes")
+    result = score(bench, top, seen, {int(g): n for g, n in sizes.items()} if sizes else None)
     for row in per_class_rows(bench, top, None):
         rows.append({"run": label, **row, "_imagenet": bench.num_classes == 1000})
     return result

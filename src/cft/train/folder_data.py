@@ -30,12 +30,16 @@ WATERBIRDS_CLASSES = ["landbird", "waterbird"]
 
 
 def label_space(d: Any) -> list[str]:
-    """The class names of a `folder` or `waterbirds` data section, in label order."""
+    """The class names of a `folder`, `waterbirds` or `grouped` data section, in label order (grouped: "0".."K-1")."""
     if not d.root:
         raise CftError(f"data.root is required for data.source={d.source}")
     root = Path(d.root).expanduser()
     if d.source == "waterbirds":
         return list(WATERBIRDS_CLASSES)
+    if d.source == "grouped":
+        from cft.data.bench_waterbirds import GROUPED, read_metadata
+
+        return [str(c) for c in range(max(r.y for r in read_metadata(root, GROUPED)) + 1)]
     if d.classes == "imagenet":
         from cft.concepts.classes import imagenet_class_names
 
@@ -50,11 +54,14 @@ def label_space(d: Any) -> list[str]:
     return names
 
 
-def _waterbirds_items(root: Path, split: int) -> list[ImageItem]:
-    from cft.data.bench_waterbirds import read_metadata
+def _grouped_items(d: Any, split: int) -> list[ImageItem]:
+    """The images of one split of a waterbirds / grouped dataset (image ids: paths relative to the data root)."""
+    from cft.data.bench_waterbirds import GROUPED, WATERBIRDS, dataset_root, read_rows
 
-    rows = read_metadata(root)
-    return [ImageItem(f, root / f, WATERBIRDS_CLASSES[y]) for f, y, s, _ in sorted(rows) if s == split]
+    fmt = WATERBIRDS if d.source == "waterbirds" else GROUPED
+    root = dataset_root(fmt, d.root)
+    names = label_space(d)
+    return [ImageItem(r.filename, root / r.filename, names[r.y]) for r in read_rows(fmt, root) if r.split == split]
 
 
 def _transforms(d: Any, model: Any) -> tuple[Any, Any]:
@@ -86,24 +93,44 @@ def _select(items: list[ImageItem], index: dict[str, int], d: Any) -> tuple[list
     return [items[i] for i in selection.indices], selection
 
 
-def disk_data(d: Any, model: Any, needs_mask: bool) -> DiskData:
-    """The train (and val) sets of a `folder` or `waterbirds` data section."""
-    from cft.data.masked import StoreImageDataset
+@dataclass
+class ImageChoice:
+    class_names: list[str]
+    train: list[ImageItem]  # the few-shot images (or all of them without few_shot)
+    val: list[ImageItem]
+    selection: Any | None  # FewShotSplit
 
+
+def choose_images(d: Any) -> ImageChoice:
+    """Which images a `folder`, `waterbirds` or `grouped` data section trains and validates on (no model needed:
+    `cft run` makes their masks before fine-tuning)."""
     names = label_space(d)
     root = Path(d.root).expanduser()
-    if d.source == "waterbirds":
-        items, val_items = _waterbirds_items(root, 0), _waterbirds_items(root, 1)
+    if d.source in ("waterbirds", "grouped"):
+        items, val_items = _grouped_items(d, 0), _grouped_items(d, 1)
     else:
         items = list_images(root, names)
         val_items = list_images(Path(d.val_root).expanduser(), names) if d.val_root else []
-    index = {n: i for i, n in enumerate(names)}
-    chosen, selection = _select(items, index, d)
-    store = _store(d.store, [*chosen, *val_items]) if needs_mask else None
+    chosen, selection = _select(items, {n: i for i, n in enumerate(names)}, d)
+    return ImageChoice(names, chosen, val_items, selection)
+
+
+def disk_data(d: Any, model: Any, needs_mask: bool) -> DiskData:
+    """The train (and val) sets of a `folder`, `waterbirds` or `grouped` data section. Validation images of a
+    separate `val_root` take their masks from `val_store` (their ids are relative to `val_root`)."""
+    from cft.data.masked import StoreImageDataset
+
+    choice = choose_images(d)
+    index = {n: i for i, n in enumerate(choice.class_names)}
+    separate = d.source == "folder" and d.val_root is not None
+    store = val_store = None
+    if needs_mask:
+        store = _store(d.store, choice.train if separate else [*choice.train, *choice.val])
+        val_store = (_store(d.val_store or d.store, choice.val) if separate else store) if choice.val else None
     train_tf, eval_tf = _transforms(d, model)
-    train = StoreImageDataset(chosen, index, store, train_tf)
-    val = StoreImageDataset(val_items, index, store, eval_tf) if val_items else None
-    return DiskData(train, val, names, selection, chosen)
+    train = StoreImageDataset(choice.train, index, store, train_tf)
+    val = StoreImageDataset(choice.val, index, val_store, eval_tf) if choice.val else None
+    return DiskData(train, val, choice.class_names, choice.selection, choice.train)
 
 
 def _store(folder: str | None, items: list[ImageItem]) -> Any:

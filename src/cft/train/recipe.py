@@ -25,7 +25,7 @@ from cft.train.objectives import ObjectiveConfig, build_objective
 from cft.train.trainer import FitResult, TrainConfig, Trainer, check_run_dir, check_train_config
 
 WORLD_VIT = "world-vit"
-SOURCES = ("world", "folder", "waterbirds")
+SOURCES = ("world", "folder", "waterbirds", "grouped")
 # Fields that may change between a run and its --resume: they do not change what is trained on or how.
 RESUMABLE_CHANGES = (
     "train.epochs",
@@ -59,7 +59,7 @@ class FewShotSection:
 
 @dataclass
 class DataSection:
-    source: str = "world"  # world (the synthetic world) | folder (ImageFolder / ImageNet train) | waterbirds
+    source: str = "world"  # world (synthetic) | folder (ImageFolder / ImageNet train) | waterbirds | grouped
     world: dict[str, Any] = field(default_factory=dict)  # cft.world.WorldConfig fields
     train_split: str = "train"
     n_train: int = 6000  # images of train_split (with few_shot: the pool the few images are drawn from)
@@ -70,10 +70,11 @@ class DataSection:
     exclude_parts: list[str] = field(default_factory=lambda: ["body"])  # parts that are no concept (masks=concepts)
     flip: bool = True  # mirror each training image (and its mask) with probability 0.5
     # folder / waterbirds sources (cft.train.folder_data):
-    root: str | None = None  # folder: root/<class folder>/<images>; waterbirds: the folder with metadata.csv
+    root: str | None = None  # folder: root/<class folder>/<images>; waterbirds / grouped: folder with metadata.csv
     val_root: str | None = None  # folder: validation images in the same layout (null: no validation)
     classes: str = "folders"  # folder: imagenet (wnid folders, 1000-way labels) | folders (sorted folder names)
     store: str | None = None  # the mask store (`cft masks`) holding the guidance masks of these images
+    val_store: str | None = None  # folder with val_root: the store of the val_root images (null: data.store)
     image_size: int = 224  # training crop
     resize: int = 256  # images and masks are resized to resize x resize first
     mean: list[float] | None = None  # normalisation; null: the model's pretrained config (the paper: 0.5)

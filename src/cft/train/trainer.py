@@ -2,12 +2,21 @@
 
 Deterministic on the CPU: the data order of epoch e comes from (seed, e), and the RNG state is saved with
 every resumable checkpoint, so a resumed run ends with the same weights as an uninterrupted one.
+
+Distributed (torchrun): every rank sees the same global batch order and takes its share of each batch
+(positions rank, rank + W, ...). The loss and its gradient are computed on the plain module, never through
+DistributedDataParallel: relevance maps take torch.autograd.grad inside the step, which DDP's reducer does not
+expect. The gradients are then all-reduced by hand, each rank's weighted by its share of the global batch, so
+every rank holds the gradient of the global-batch mean loss and takes the same optimizer step as one process
+would on the whole batch. Rank 0 writes checkpoints, metrics and the resumable state; validation is sharded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +59,8 @@ class TrainConfig:
     log_every_steps: int = 10
     progress: bool = True
     num_workers: int = 0
+    device: str = "auto"  # auto: cuda (this rank's LOCAL_RANK under torchrun) when available, else cpu
+    amp: str = "auto"  # auto: bf16 autocast on CUDA devices that support it | bf16 | none
 
 
 @dataclass
@@ -77,6 +88,10 @@ class Trainer:
         eval_collate: Collate | None = None,
     ) -> None:
         check_train_config(cfg)
+        self.dist = Distributed.current()
+        self.device = _device(cfg.device, self.dist)
+        model = model.to(self.device)
+        self.dist.broadcast_parameters(model)
         self.model, self.objective, self.cfg = model, objective, cfg
         self.run_dir = Path(run_dir)
         self.collate, self.eval_collate = collate, eval_collate or collate
@@ -89,7 +104,7 @@ class Trainer:
         self.global_step = 0
         self.best_value = math.inf if cfg.select_by == "val_loss" else -math.inf
         self.best_epoch = -1
-        self._writer = _tensorboard(self.run_dir)
+        self._writer = _tensorboard(self.run_dir) if self.dist.rank == 0 else None
 
     def _lr_factor(self, epoch: int) -> float:
         o = self.cfg.optim
@@ -122,36 +137,56 @@ class Trainer:
         order = _epoch_order(len(train_set), self.cfg.seed, self.epoch)
         batches = list(_chunks(order, self.cfg.batch_size))
         if self.step_in_epoch == 0:
-            torch.manual_seed(_mix(self.cfg.seed, self.epoch))
+            torch.manual_seed(_mix(self.cfg.seed, self.epoch) + self.dist.rank)
         sums: dict[str, float] = {}
-        correct = seen = 0
         start = time.perf_counter()
         bar = _progress(len(batches), self.step_in_epoch, f"epoch {self.epoch + 1}/{self.cfg.epochs}", self.cfg)
+        bar = bar if self.dist.rank == 0 else None
         for index in range(self.step_in_epoch, len(batches)):
-            batch = self.collate([train_set[i] for i in batches[index]])
-            out = self.objective(self.model, batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            out.terms["loss"].backward()
-            if self.cfg.optim.grad_clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
-            self.optimizer.step()
-            n = len(batches[index])
-            for k, v in out.terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-            correct += int((out.logits.detach().argmax(1) == batch["label"]).sum())
-            seen += n
+            self._step(train_set, batches[index], sums)
             self.step_in_epoch, self.global_step = index + 1, self.global_step + 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
+                bar.set_postfix(loss=f"{sums['loss'] / max(sums['_n'], 1):.4f}")
             if self.cfg.save_every_steps and self.global_step % self.cfg.save_every_steps == 0:
                 self._save_state()
         if bar is not None:
             bar.close()
+        sums = self.dist.sum_dict(sums)
+        seen = sums.pop("_n", 0.0)
+        correct = sums.pop("_correct", 0.0)
         record = {f"train_{k}": v / max(seen, 1) for k, v in sums.items()}
         record.update(epoch=self.epoch + 1, train_top1=correct / max(seen, 1), lr=self.optimizer.param_groups[0]["lr"])
         record["train_seconds"] = time.perf_counter() - start
         return record
+
+    def _step(self, train_set: Dataset, global_batch: list[int], sums: dict[str, float]) -> None:
+        """One optimizer step on this rank's share of `global_batch`, gradients averaged over the whole batch."""
+        mine = global_batch[self.dist.rank :: self.dist.world]
+        self.optimizer.zero_grad(set_to_none=True)
+        if mine:
+            batch = self._to_device(self.collate([train_set[i] for i in mine]))
+            with self._autocast():
+                out = self.objective(self.model, batch)
+            (out.terms["loss"] * (len(mine) / len(global_batch) * self.dist.world)).backward()
+            for k, v in out.terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(mine)
+            sums["_correct"] = sums.get("_correct", 0.0) + int((out.logits.detach().argmax(1) == batch["label"]).sum())
+            sums["_n"] = sums.get("_n", 0.0) + len(mine)
+        self.dist.average_gradients(self.model)
+        if self.cfg.optim.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.device.type == "cpu":
+            return batch
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def _autocast(self):
+        amp = self.cfg.amp
+        use = amp == "bf16" or (amp == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
 
     @torch.no_grad()
     def predict(self, dataset: Dataset) -> torch.Tensor:
@@ -159,21 +194,24 @@ class Trainer:
         self.model.eval()
         outs = []
         for idx in _chunks(list(range(len(dataset))), self.cfg.eval_batch_size):
-            outs.append(self.model(self.eval_collate([dataset[i] for i in idx])["image"]))
+            outs.append(self.model(self._to_device(self.eval_collate([dataset[i] for i in idx]))["image"]).cpu())
         return torch.cat(outs)
 
     def evaluate(self, dataset: Dataset) -> dict[str, float]:
-        """The objective's terms (no update) and top-1 on `dataset`, in eval mode."""
+        """The objective's terms (no update) and top-1 on `dataset`, in eval mode (sharded across ranks)."""
         self.model.eval()
-        sums: dict[str, float] = {}
-        correct = 0
-        for idx in _chunks(list(range(len(dataset))), self.cfg.eval_batch_size):
-            batch = self.eval_collate([dataset[i] for i in idx])
-            out = self.objective(self.model, batch)
+        sums: dict[str, float] = {"_correct": 0.0}
+        mine = list(range(len(dataset)))[self.dist.rank :: self.dist.world]
+        for idx in _chunks(mine, self.cfg.eval_batch_size):
+            batch = self._to_device(self.eval_collate([dataset[i] for i in idx]))
+            with self._autocast():
+                out = self.objective(self.model, batch)
             for k, v in out.terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
-            correct += int((out.logits.detach().argmax(1) == batch["label"]).sum())
+            sums["_correct"] += int((out.logits.detach().argmax(1) == batch["label"]).sum())
+        sums = self.dist.sum_dict(sums)
         n = max(len(dataset), 1)
+        correct = sums.pop("_correct")
         return {**{k: v / n for k, v in sums.items()}, "top1": correct / n}
 
     def _end_epoch(self, record: dict[str, Any]) -> None:
@@ -185,15 +223,17 @@ class Trainer:
         if value is None or self.cfg.select_by == "last":  # the latest epoch is the best
             value = -self.epoch if lower else self.epoch
         better = value < self.best_value if lower else value > self.best_value
-        save_checkpoint(self.model, self.run_dir / "last.safetensors", {"epoch": str(self.epoch)})
-        if self.cfg.keep_epoch_checkpoints:
-            save_checkpoint(self.model, self.run_dir / f"epoch_{self.epoch:03d}.safetensors")
         if better:
             self.best_value, self.best_epoch = float(value), self.epoch
-            save_checkpoint(self.model, self.run_dir / "best.safetensors", {"epoch": str(self.epoch)})
         record["best_epoch"] = self.best_epoch
         self.history.append(record)
-        self._log(record)
+        if self.dist.rank == 0:
+            save_checkpoint(self.model, self.run_dir / "last.safetensors", {"epoch": str(self.epoch)})
+            if self.cfg.keep_epoch_checkpoints:
+                save_checkpoint(self.model, self.run_dir / f"epoch_{self.epoch:03d}.safetensors")
+            if better:
+                save_checkpoint(self.model, self.run_dir / "best.safetensors", {"epoch": str(self.epoch)})
+            self._log(record)
         self._save_state()
 
     # ---- persistence ----------------------------------------------------------------------------------
@@ -212,8 +252,14 @@ class Trainer:
         }
 
     def _save_state(self) -> None:
-        with atomic_path(self.run_dir / STATE_FILE) as tmp:
-            torch.save(self._state(), tmp)
+        rngs = self.dist.gather(torch.get_rng_state())  # every rank's, so a resumed job draws the same flips
+        if self.dist.rank == 0:
+            state = self._state()
+            if self.dist.world > 1:
+                state["rng_ranks"] = rngs
+            with atomic_path(self.run_dir / STATE_FILE) as tmp:
+                torch.save(state, tmp)
+        self.dist.barrier()  # no rank runs ahead of a state it may have to resume from
 
     def _load_state(self) -> None:
         path = self.run_dir / STATE_FILE
@@ -223,14 +269,18 @@ class Trainer:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001
             raise CftError(f"cannot resume from {path} ({type(err).__name__}: {err})") from None
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict({k: v.to(self.device) for k, v in state["model"].items()})
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
         self.history = json.loads(state["history"])
-        torch.set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks")
+        if ranks is not None and len(ranks) == self.dist.world:
+            torch.set_rng_state(ranks[self.dist.rank])
+        else:
+            torch.set_rng_state(state["rng"])
 
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
@@ -242,9 +292,98 @@ class Trainer:
             self._writer.flush()
 
 
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 outside torchrun) and the few collectives used."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def current(cls) -> Distributed:
+        """From torchrun's environment; initialises the process group (NCCL on GPUs, else gloo) if needed."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+    def broadcast_parameters(self, model: nn.Module) -> None:
+        """Every rank starts from rank 0's weights and buffers."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            for t in [*model.parameters(), *model.buffers()]:
+                dist.broadcast(t.data, src=0)
+
+    def average_gradients(self, model: nn.Module) -> None:
+        """Sum the (pre-weighted) gradients over ranks and divide by the world size, in one flat all-reduce."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
+        dist.all_reduce(has, op=dist.ReduceOp.MAX)  # a parameter no rank used keeps grad None, as in one process
+        params = [p for p, h in zip(params, has.tolist(), strict=True) if h]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for p, g in zip(params, grads, strict=True):
+            p.grad = flat[offset : offset + g.numel()].view_as(g).clone()
+            offset += g.numel()
+
+    def gather(self, obj: Any) -> list[Any]:
+        """`obj` from every rank, in rank order."""
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def sum_dict(self, values: dict[str, float]) -> dict[str, float]:
+        """Per-key sums over ranks (keys must be the same on every rank after sorting)."""
+        if self.world == 1:
+            return values
+        import torch.distributed as dist
+
+        keys = sorted(values)
+        names: list[list[str] | None] = [None] * self.world
+        dist.all_gather_object(names, keys)
+        union = sorted({k for ks in names for k in ks})
+        t = torch.tensor([float(values.get(k, 0.0)) for k in union], dtype=torch.float64)
+        dist.all_reduce(t)
+        return dict(zip(union, t.tolist(), strict=True))
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+def _device(name: str, dist: Distributed) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise CftError(f"train.device: {err}") from None
+
+
 def check_train_config(cfg: TrainConfig) -> None:
     if cfg.select_by not in ("val_loss", "val_top1", "last"):
         raise CftError(f"train.select_by must be val_loss, val_top1 or last, got {cfg.select_by!r}")
+    if cfg.amp not in ("auto", "bf16", "none"):
+        raise CftError(f"train.amp must be auto, bf16 or none, got {cfg.amp!r}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise CftError(f"train.epochs and train.batch_size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
 

@@ -1,0 +1,288 @@
+"""`cft run RECIPE`: concepts -> validation -> masks -> fine-tuning -> evaluation, for several class-subset seeds,
+each stage cached so that a rerun (or a run killed at any point) skips what is done and resumes what is not.
+
+OUT/
+  recipe.yaml                   the resolved recipe
+  concepts/bank.json            proposed, filtered and (with `concepts.validate`) validated concepts
+  masks/                        one mask store for every seed's images (entries keyed, so shared safely)
+  seed<k>/images.txt            the few-shot images of class-subset seed k
+  seed<k>/finetune/             the `cft finetune` run (best.safetensors, split.json, ...)
+  seed<k>/eval.json             `cft evaluate` of its best checkpoint, seen vs unseen classes
+  results.json, results.md      mean and std over the seeds
+A stage is done when its `.done.json` marker holds the hash of everything that determines it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cft.concepts.filters import FilterConfig
+from cft.concepts.llm import Sampling
+from cft.concepts.validate import ValidationConfig
+from cft.config import from_dict, merge, parse_overrides, read_yaml, save_config, to_dict
+from cft.errors import CftError
+from cft.io import write_bytes_atomic, write_json_atomic
+
+
+@dataclass
+class ConceptStage:
+    classes: str | None = None  # resolve_classes spec; null: the fine-tuning data's classes
+    backend: str = "gguf"  # openai | gguf | bank
+    base_url: str | None = None
+    model: str | None = None  # openai: model name; gguf: a .gguf file (null: the packaged Gemma)
+    api_key_env: str = "OPENAI_API_KEY"
+    bank: str | None = None  # backend bank: the hand-written bank file
+    sampling: Sampling = field(default_factory=Sampling)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    validate: bool = True  # validation on the training images with the masks' segmenter
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+
+@dataclass
+class MaskStage:
+    segmenter: str = "grounded-sam"
+    options: dict[str, Any] = field(default_factory=dict)
+    guidance: str = "union"
+    object_masks: bool = False
+    batch_size: int = 8
+
+
+@dataclass
+class EvalStage:
+    benches: dict[str, str] = field(default_factory=dict)  # name -> root, as `cft evaluate --bench`
+    batch_size: int = 64
+    workers: int = 4
+    device: str = "auto"
+
+
+@dataclass
+class RunRecipe:
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    concepts: ConceptStage = field(default_factory=ConceptStage)
+    masks: MaskStage = field(default_factory=MaskStage)
+    finetune: dict[str, Any] = field(default_factory=dict)  # a `cft finetune` recipe (data.store is set here)
+    evaluate: EvalStage = field(default_factory=EvalStage)
+
+
+def load_run_recipe(path: str | Path, overrides: list[str] = ()) -> RunRecipe:
+    data = merge(read_yaml(path), parse_overrides(list(overrides)))
+    recipe = from_dict(RunRecipe, data, where="run recipe")
+    if not recipe.seeds:
+        raise CftError("run recipe: seeds must list at least one class-subset seed")
+    fr = finetune_recipe(recipe, recipe.seeds[0], Path("."))  # checks the finetune section now
+    if fr.model.name == "world-vit":
+        raise CftError("run recipe: finetune.model.name must be a timm model (e.g. vit_base_patch16_224)")
+    return recipe
+
+
+def finetune_recipe(recipe: RunRecipe, seed: int, out: Path):
+    """The `cft finetune` recipe of one class-subset seed: few_shot.seed = seed, masks from OUT/masks."""
+    from cft.train.recipe import recipe_from_dict
+
+    data = json.loads(json.dumps(recipe.finetune))
+    section = data.setdefault("data", {})
+    if section.get("source", "folder") not in ("folder", "waterbirds", "grouped"):
+        raise CftError("run recipe: finetune.data.source must be folder, waterbirds or grouped")
+    section.setdefault("source", "folder")
+    section.setdefault("val_split", None)
+    few = section.get("few_shot") or {}
+    section["few_shot"] = {**few, "seed": seed}
+    section["store"] = str(out / "masks")
+    section["val_store"] = str(out / "masks-val")
+    return recipe_from_dict(data)
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _done(folder: Path, key: str) -> bool:
+    marker = folder / ".done.json"
+    try:
+        return json.loads(marker.read_text()).get("key") == key
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _mark(folder: Path, key: str) -> None:
+    write_json_atomic(folder / ".done.json", {"key": key})
+
+
+# ---- stages --------------------------------------------------------------------------------------------------
+def concept_stage(recipe: RunRecipe, out: Path, class_names: list[str], segmenter, images, log) -> Path:
+    from cft.concepts.classes import resolve_classes
+    from cft.concepts.llm import ResponseCache
+    from cft.concepts.stage import filter_stage, hand_bank, propose_bank
+
+    c = recipe.concepts
+    folder = out / "concepts"
+    key = _hash({"concepts": to_dict(c), "classes": class_names, "segmenter": segmenter.identity()})
+    path = folder / "bank.json"
+    if _done(folder, key) and path.is_file():
+        log(f"concepts: cached ({path})")
+        return path
+    classes = resolve_classes(c.classes) if c.classes else class_names
+    if c.backend == "bank":
+        if not c.bank:
+            raise CftError("run recipe: concepts.backend bank needs concepts.bank (a file)")
+        bank = hand_bank(c.bank, classes)
+    else:
+        bank = propose_bank(_llm(c), classes, c.sampling, ResponseCache(folder / "llm-cache"))
+    bank = filter_stage(bank, classes, c.filters)
+    stats = None
+    if c.validate:
+        bank, stats = validate_on_images(bank, images, segmenter, c.validation)
+    bank.save(path)
+    if stats is not None:
+        write_json_atomic(folder / "bank.stats.json", stats)
+    _mark(folder, key)
+    kept = sum(len(v) for v in bank.concepts.values())
+    log(f"concepts: {kept} kept over {len(bank.concepts)} classes ({path})")
+    return path
+
+
+def _llm(c: ConceptStage):
+    if c.backend == "openai":
+        from cft.concepts.llm_openai import OpenAIBackend
+
+        if not c.base_url or not c.model:
+            raise CftError("run recipe: concepts.backend openai needs concepts.base_url and concepts.model")
+        return OpenAIBackend(c.base_url, c.model, api_key_env=c.api_key_env)
+    if c.backend == "gguf":
+        from cft.concepts.llm_gguf import GGUFBackend
+
+        return GGUFBackend(c.model)
+    raise CftError(f"run recipe: concepts.backend must be openai, gguf or bank, got {c.backend!r}")
+
+
+def validate_on_images(bank, images: dict[str, list], segmenter, cfg: ValidationConfig):
+    """Validation on real images: each class's first P training images; the object mask is what the segmenter
+    finds for the class name itself (the paper's coverage rule needs an object mask; this is the object-mask
+    mode of `cft masks`)."""
+    import numpy as np
+
+    from cft.concepts.validate import validate_bank
+    from cft.data.images import load_image
+
+    arrays: dict[str, list] = {}
+    objects: dict[str, list] = {}
+    for cls in bank.concepts:
+        items = images.get(cls, [])[: cfg.images_per_class]
+        if not items:
+            raise CftError(f"concept validation: no training images of class {cls!r}")
+        arrays[cls] = [np.asarray(load_image(it.path)) for it in items]
+        found = segmenter.segment(arrays[cls], [[cls]] * len(items))
+        objects[cls] = [f[cls][0] for f in found]
+    bank, stats = validate_bank(bank, arrays, segmenter, objects, cfg)
+    bank.provenance["validation"] = {"config": dataclasses.asdict(cfg), "segmenter": segmenter.identity()}
+    return bank, stats
+
+
+def mask_stage(recipe: RunRecipe, bank_path: Path, segmenter, items, folder: Path, log) -> None:
+    from cft.concepts.bank import ConceptBank
+    from cft.grounding.build import build_masks
+    from cft.grounding.store import MaskStore
+
+    if not items:
+        return
+    m = recipe.masks
+    store = MaskStore(folder)
+    store.describe({"segmenter": segmenter.identity(), "mode": m.guidance, "object_masks": m.object_masks})
+    result = build_masks(
+        items, ConceptBank.load(bank_path), segmenter, store, mode=m.guidance, object_masks=m.object_masks,
+        batch_size=m.batch_size, progress=True,
+    )  # fmt: skip
+    log(f"masks {folder.name}: {result.made} made, {result.skipped} already done")
+    if result.without_concepts:
+        raise CftError(
+            f"the concept bank has no concepts for {', '.join(result.without_concepts[:5])}: their images have no "
+            "masks; drop these classes from the data or relax concepts.validation"
+        )
+
+
+def finetune_stage(recipe, seed: int, out: Path, log) -> Path:
+    from cft.train.recipe import run_finetune
+
+    fr = finetune_recipe(recipe, seed, out)
+    folder = out / f"seed{seed}" / "finetune"
+    key = _hash(to_dict(fr))
+    if _done(folder, key):
+        log(f"seed {seed}: fine-tuning cached")
+        return folder
+    resume = (folder / "state.pt").is_file()
+    log(f"seed {seed}: fine-tuning{' (resumed)' if resume else ''}")
+    run_finetune(fr, folder, resume=resume)
+    _mark(folder, key)
+    return folder
+
+
+def evaluate_stage(recipe: RunRecipe, seed: int, run: Path, out: Path, num_classes: int, log) -> dict[str, Any]:
+    from cft.evaluate.runner import EvalOptions
+    from cft.evaluate.suite import EvalSpec, run_suite
+
+    e = recipe.evaluate
+    fr = finetune_recipe(recipe, seed, out)
+    path = out / f"seed{seed}" / "eval.json"
+    key = _hash({"evaluate": to_dict(e), "run": (run / ".done.json").read_text()})
+    if _done(path.parent / "eval", key) and path.is_file():
+        return json.loads(path.read_text())
+    kwargs = {"num_classes": num_classes, "img_size": fr.data.image_size, **fr.model.kwargs}
+    spec = EvalSpec(
+        model=fr.model.name,
+        benches=dict(e.benches),
+        checkpoints=[str(run / "best.safetensors")],
+        model_kwargs=kwargs,
+        split=str(run / "split.json"),
+        options=EvalOptions(batch_size=e.batch_size, workers=e.workers, device=e.device, progress=False),
+    )
+    results = run_suite(spec, path, log=lambda s: log(f"seed {seed}: {s}"))
+    _mark(path.parent / "eval", key)
+    return results
+
+
+# ---- the run -------------------------------------------------------------------------------------------------
+def run_pipeline(recipe: RunRecipe, out: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every stage for every seed (cached), then aggregate; returns the aggregated results."""
+    from cft.evaluate.runner import aggregate, markdown_table
+    from cft.grounding.registry import build_segmenter
+    from cft.train.folder_data import choose_images
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(recipe, out / "recipe.yaml")
+    segmenter = build_segmenter(recipe.masks.segmenter, **recipe.masks.options)
+    data = finetune_recipe(recipe, recipe.seeds[0], out).data
+    everything = choose_images(dataclasses.replace(data, few_shot=None))
+    by_class: dict[str, list] = {}
+    for it in everything.train:
+        by_class.setdefault(it.label, []).append(it)
+    bank_path = concept_stage(recipe, out, sorted(by_class), segmenter, by_class, log)
+    runs: dict[str, dict[str, Any]] = {}
+    for seed in recipe.seeds:
+        data = finetune_recipe(recipe, seed, out).data
+        choice = choose_images(data)
+        write_bytes_atomic(
+            out / f"seed{seed}" / "images.txt", "".join(f"{i.image_id}\n" for i in choice.train).encode()
+        )
+        mask_stage(recipe, bank_path, segmenter, choice.train, out / "masks", log)
+        separate = data.source == "folder" and data.val_root
+        mask_stage(recipe, bank_path, segmenter, choice.val, out / ("masks-val" if separate else "masks"), log)
+        run = finetune_stage(recipe, seed, out, log)
+        if recipe.evaluate.benches:
+            result = evaluate_stage(recipe, seed, run, out, len(everything.class_names), log)
+            runs[f"seed{seed}"] = result["runs"][str(run / "best.safetensors")]
+    mean, std = aggregate(runs) if runs else ({}, {})
+    results = {"benchmarks": mean, "std": std, "runs": runs, "seeds": recipe.seeds}
+    write_json_atomic(out / "results.json", results)
+    if runs:
+        write_bytes_atomic(out / "results.md", markdown_table(mean, std, len(runs)).encode())
+    return results
+
+
+__all__ = ["RunRecipe", "load_run_recipe", "run_pipeline"]

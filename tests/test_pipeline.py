@@ -1,0 +1,119 @@
+"""`cft run`: the whole pipeline on tiny data (hand bank, tiny CLIPSeg, tiny ViT, an ImageNet-V2-layout tree),
+cached stages, and a run killed with SIGKILL that resumes to the same final weights and results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from cft.cli import main
+from cft.models import read_state_dict
+from tests.masks_helpers import write_bank
+from tests.test_grounding_hf import save, tiny_clipseg, write_vocab
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = {"n01440764": ("tench", 0), "n01443537": ("goldfish", 1), "n01484850": ("great white shark", 2)}
+CLASSES["n01491361"] = ("tiger shark", 3)
+TINY = {"patch_size": 8, "depth": 1, "embed_dim": 24, "num_heads": 2}
+
+
+@pytest.fixture
+def setup(tmp_path):
+    rng = np.random.default_rng(0)
+    for wnid, (_, index) in CLASSES.items():
+        for k in range(4):
+            for folder in (tmp_path / "train" / wnid, tmp_path / "v2" / str(index)):
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 256, (40, 44, 3), dtype=np.uint8)).save(folder / f"{k}.png")
+    write_bank(tmp_path / "bank.json", {name: ["cat", "sky"] for name, _ in CLASSES.values()})
+    vocab = tmp_path / "vocab"
+    vocab.mkdir()
+    model = save(tiny_clipseg(write_vocab(vocab)), tmp_path / "clipseg")
+    recipe = {
+        "seeds": [0, 1],
+        "concepts": {"backend": "bank", "bank": str(tmp_path / "bank.json"), "validation": {"images_per_class": 3}},
+        "masks": {"segmenter": "clipseg", "options": {"clipseg_model": model, "threshold": 0.0, "device": "cpu"}},
+        "finetune": {
+            "model": {"name": "vit_tiny_patch16_224", "kwargs": TINY},
+            "data": {"root": str(tmp_path / "train"), "classes": "imagenet", "image_size": 32, "resize": 36,
+                     "few_shot": {"per_class": 2, "class_fraction": 0.5}},
+            "train": {"epochs": 2, "batch_size": 2, "save_every_steps": 1, "progress": False, "optim": {"lr": 1e-3}},
+        },
+        "evaluate": {"benches": {"imagenet-v2": str(tmp_path / "v2")}, "workers": 0, "device": "cpu"},
+    }  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(recipe))
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_and_cached(setup, capsys):
+    out = setup / "out"
+    assert main(["run", str(setup / "run.yaml"), "--out", str(out)]) == 0, capsys.readouterr().err
+    log = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["runs"]) == {"seed0", "seed1"}
+    cell = results["benchmarks"]["imagenet-v2"]
+    assert cell["n"] == 16 and 0.0 <= cell["top1"] <= 1.0 and "top1_seen" in cell
+    images = [(out / f"seed{s}" / "images.txt").read_text().split() for s in (0, 1)]
+    assert len(images[0]) == 4 and images[0] != images[1]  # 2 classes x 2 images, another subset per seed
+    from cft.grounding.store import MaskStore
+
+    assert set(images[0]) | set(images[1]) <= set(MaskStore(out / "masks").image_ids())
+    bank = json.loads((out / "concepts" / "bank.json").read_text())
+    assert "validation" in bank["provenance"] and set(bank["concepts"]) == {n for n, _ in CLASSES.values()}
+    assert "fine-tuning" in log and "cached" not in log
+    assert main(["run", str(setup / "run.yaml"), "--out", str(out)]) == 0
+    again = capsys.readouterr().out
+    assert "concepts: cached" in again and again.count("fine-tuning cached") == 2
+    assert json.loads((out / "results.json").read_text())["benchmarks"] == results["benchmarks"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(setup):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "cft.cli", "run", str(setup / "run.yaml"), "--out"]
+    full = subprocess.run([*cmd, str(setup / "full")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-2000:]
+    proc = subprocess.Popen([*cmd, str(setup / "killed")], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    state = setup / "killed" / "seed1" / "finetune" / "state.pt"
+    deadline = time.time() + 300
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # in the middle of seed 1's fine-tuning (it saves a state every step)
+    proc.wait()
+    assert not (setup / "killed" / "results.json").exists()
+    resumed = subprocess.run([*cmd, str(setup / "killed")], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = json.loads((setup / "full" / "results.json").read_text())
+    b = json.loads((setup / "killed" / "results.json").read_text())
+    assert a["benchmarks"] == b["benchmarks"]
+    for seed in (0, 1):
+        wa = read_state_dict(setup / "full" / f"seed{seed}" / "finetune" / "last.safetensors")
+        wb = read_state_dict(setup / "killed" / f"seed{seed}" / "finetune" / "last.safetensors")
+        assert all((wa[k] == wb[k]).all() for k in wa)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes" / "imagenet").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_pipeline_recipes_parse(path):
+    """The paper's recipes: valid, 5 seeds, 3 images from half of the classes, the paper's learning rates."""
+    from cft.pipeline import finetune_recipe, load_run_recipe
+
+    recipe = load_run_recipe(path)
+    assert recipe.seeds == [0, 1, 2, 3, 4]
+    fr = finetune_recipe(recipe, 3, Path("/tmp/x"))
+    assert fr.data.few_shot.per_class == 3 and fr.data.few_shot.class_fraction == 0.5 and fr.data.few_shot.seed == 3
+    lrs = {"vit-b16": 5e-7, "deit3-b16": 8e-7, "dinov2-b14": 6e-7, "convnextv2-b": 3e-6}
+    assert fr.train.optim.lr == lrs[path.stem] and fr.train.epochs == 50 and fr.train.batch_size == 8
+    assert fr.train.optim.weight_decay == 1e-4 and fr.train.optim.lr_decay == 0.85
