@@ -104,7 +104,7 @@ def test_quick_demo_with_all_baselines(tmp_path, capsys):
     args = ["demo", "--quick", "--all-baselines", "--out", str(out), "--no-progress"]
     assert main([*args, "--set", "finetune.epochs=2", "--set", "evaluate.n_test=200"]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert list(results["metrics"]) == [*VARIANTS, "erm", "robustvit", "rrr", "gradmask", "rrda"]
+    assert set(results["metrics"]) == {*VARIANTS, "erm", "robustvit", "rrr", "gradmask", "rrda"}
     report = (out / "report.md").read_text()
     assert "## Ranking by test-ood top-1" in report and "| rrda |" in report
     with pytest.raises(CftError, match="unknown baseline"):

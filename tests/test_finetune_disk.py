@@ -108,3 +108,25 @@ def test_grouped_dataset_trains_a_k_way_model(tmp_path, capsys):
     assert finetune(tmp_path) == 0, capsys.readouterr().err
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert split["seen_class_names"] == ["0", "1", "2"] and len(split["images"]) == 3
+
+
+def test_cft_fine_tunes_convnext_and_hugging_face_models(tmp_path, tree, capsys):
+    """The other model families of the recipes: timm ConvNeXt-V2 (Grad-CAM relevance) and an HF ViT (hf:DIR)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    store = f"data.store={tmp_path / 'store'}"
+    convnext = ["model.name=convnextv2_atto", "model.kwargs={depths: [1, 1, 1, 1], dims: [8, 16, 24, 32]}"]
+    args = ["finetune", "--config", str(tmp_path / "r.yaml"), "--no-progress"]
+    common = [*DISK, store, "objective.method=gradcam", "data.image_size=64", "data.resize=72"]
+    assert main([*args, "--out", str(tmp_path / "cnx"), *(f"--set={s}" for s in (*common, *convnext))]) == 0
+    history = [json.loads(x) for x in (tmp_path / "cnx" / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == 2 and all(np.isfinite(h["train_align"]) for h in history)
+
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=48, num_labels=2)  # fmt: skip
+    ViTForImageClassification(config).save_pretrained(tmp_path / "hf-vit")
+    hf = [f"model.name=hf:{tmp_path / 'hf-vit'}", "model.kwargs={}", "model.pretrained=true"]
+    assert main([*args, "--out", str(tmp_path / "hf"), *(f"--set={s}" for s in (*TIMM, *DISK, store, *hf))]) == 0, (
+        capsys.readouterr().err
+    )
+    assert (tmp_path / "hf" / "best.safetensors").is_file()

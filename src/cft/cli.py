@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     finetune = commands.add_parser(
         "finetune",
-        help="train or fine-tune a model as a YAML recipe says (erm from scratch, cft, no-guidance)",
+        help="train or fine-tune a model as a YAML recipe says (erm, cft, no-guidance, robustvit, rrr, gradmask, rrda)",
         description=(
             "Build the model, data and objective of a recipe (see recipes/world-pretrain.yaml and "
             "recipes/world-cft.yaml), write OUT/config.yaml (and OUT/split.json for few-shot data), then train, "

@@ -103,6 +103,15 @@ def load_model(
     return model
 
 
+def size_kwargs(name: str, num_classes: int, image_size: int) -> dict[str, Any]:
+    """The load_model arguments that set the number of classes and the input size, per model family."""
+    if name.startswith("hf:"):
+        return {"num_labels": num_classes}
+    if name.startswith(("convnext_", "convnextv2_")):
+        return {"num_classes": num_classes}
+    return {"num_classes": num_classes, "img_size": image_size}
+
+
 def _creation_error(name: str, kwargs: dict[str, Any], pretrained: bool, err: Exception) -> CftError:
     hint = " (pretrained=True downloads weights from the Hugging Face hub: is this machine online?)"
     return CftError(

@@ -232,7 +232,9 @@ def evaluate_stage(recipe: RunRecipe, seed: int, run: Path, out: Path, num_class
     key = _hash({"evaluate": to_dict(e), "run": (run / ".done.json").read_text()})
     if _done(path.parent / "eval", key) and path.is_file():
         return json.loads(path.read_text())
-    kwargs = {"num_classes": num_classes, "img_size": fr.data.image_size, **fr.model.kwargs}
+    from cft.models import size_kwargs
+
+    kwargs = {**size_kwargs(fr.model.name, num_classes, fr.data.image_size), **fr.model.kwargs}
     spec = EvalSpec(
         model=fr.model.name,
         benches=dict(e.benches),

@@ -182,14 +182,14 @@ def make_world(recipe: FinetuneRecipe):
 
 def build_model(recipe: FinetuneRecipe, num_classes: int, image_size: int) -> nn.Module:
     """The model of `recipe.model` for `num_classes` classes at `image_size`, from its checkpoint if one is set."""
-    from cft.models import load_checkpoint, load_model
+    from cft.models import load_checkpoint, load_model, size_kwargs
     from cft.world.training import WorldModelConfig
 
     m = recipe.model
     if m.name == WORLD_VIT:
         model = WorldModelConfig(m.depth, m.embed_dim, m.num_heads, m.patch_size).create(num_classes, image_size)
     else:
-        kwargs = {"num_classes": num_classes, "img_size": image_size, **m.kwargs}
+        kwargs = {**size_kwargs(m.name, num_classes, image_size), **m.kwargs}
         try:
             model = load_model(m.name, pretrained=m.pretrained, **kwargs)
         except CftError as err:
