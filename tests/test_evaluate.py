@@ -248,3 +248,34 @@ def test_any_group_labelled_dataset(tmp_path):
     (tmp_path / "metadata.csv").write_text("img_filename,y,split,group\nx/0.png,1,2,-1\n")
     with pytest.raises(CftError, match="group = '-1', expected an integer >= 0"):
         load_benchmark("grouped", tmp_path)
+
+
+@pytest.mark.slow
+def test_torchrun_evaluation_equals_one_process(tmp_path, v2_tree):
+    """Two ranks (gloo) each predict half of the images; rank 0 writes the same results as one process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    import cft
+    from cft.models import save_checkpoint
+
+    torch.manual_seed(3)
+    model = cft.load_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1, embed_dim=24, num_heads=2)
+    with torch.no_grad():
+        model.head.bias[[3, 7, 640]] += 2.0  # predictions spread over the tree's classes
+    save_checkpoint(model, tmp_path / "w.safetensors")
+    args = _tiny_args(tmp_path, "--bench", f"imagenet-v2={v2_tree}", "--checkpoint", str(tmp_path / "w.safetensors"))
+    assert main([*args, "--out", str(tmp_path / "one.json")]) == 0
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
+    cmd = [*launch, "--master_port", str(port), "-m", "cft.cli", *args, "--out", str(tmp_path / "two.json")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert one["benchmarks"] == two["benchmarks"] and one["benchmarks"]["imagenet-v2"]["n"] == 9
+    assert 0 < one["benchmarks"]["imagenet-v2"]["top1"] < 1
+    assert done.stdout.count("results:") == 1

@@ -80,8 +80,11 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         split=args.split,
         options=options,
     )
+    from cft.distributed import Distributed
+
     run_suite(spec, args.out)
-    print(f"results: {args.out}  (table: {args.out.rsplit('.', 1)[0]}.md)")
+    if Distributed.current().rank == 0:
+        print(f"results: {args.out}  (table: {args.out.rsplit('.', 1)[0]}.md)")
     return 0
 
 

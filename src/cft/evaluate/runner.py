@@ -44,12 +44,9 @@ class EvalOptions:
     progress: bool = True
 
     def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            return torch.device(self.device)
-        except RuntimeError as e:
-            raise CftError(f"--device: {e}") from None
+        from cft.distributed import device_for
+
+        return device_for(self.device, what="--device")
 
 
 class _Images(Dataset):
@@ -87,7 +84,20 @@ def _autocast(device: torch.device, opts: EvalOptions):
 
 
 def predict_topk(model: nn.Module, bench: Any, opts: EvalOptions, transform=None, k: int = TOPK) -> np.ndarray:
-    """(N, k) class indices of the k best logits per sample (within `bench.allowed` when set), in sample order."""
+    """(N, k) class indices of the k best logits per sample (within `bench.allowed` when set), in sample order.
+    Under torchrun each rank predicts every WORLD_SIZE-th sample and every rank gets the whole array back."""
+    from cft.distributed import Distributed
+
+    dist = Distributed.current()
+    mine = list(range(dist.rank, len(bench.samples), dist.world))
+    local = _predict(model, bench, mine, opts, transform, k)
+    out = np.zeros((len(bench.samples), k), dtype=np.int64)
+    for indices, rows in dist.gather((mine, local)):
+        out[indices] = rows
+    return out
+
+
+def _predict(model: nn.Module, bench: Any, mine: list[int], opts: EvalOptions, transform, k: int) -> np.ndarray:
     device = opts.resolved_device()
     channels_last = opts.channels_last if opts.channels_last is not None else device.type == "cuda"
     model = model.to(device).eval()
@@ -95,7 +105,7 @@ def predict_topk(model: nn.Module, bench: Any, opts: EvalOptions, transform=None
         model = model.to(memory_format=torch.channels_last)
     allowed = None if bench.allowed is None else torch.tensor(bench.allowed, device=device)
     border = int(bench.info.get("crop_border", 0)) if isinstance(bench.info, Mapping) else 0
-    data = _Images([s.path for s in bench.samples], transform or eval_transform(model, opts), border)
+    data = _Images([bench.samples[i].path for i in mine], transform or eval_transform(model, opts), border)
     loader = DataLoader(data, batch_size=opts.batch_size, num_workers=opts.workers, pin_memory=device.type == "cuda")
     out = np.zeros((len(data), k), dtype=np.int64)
     bar = _bar(len(data), bench.name, opts.progress)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cft.distributed import Distributed
 from cft.errors import CftError
 from cft.evaluate.runner import (
     EvalOptions,
@@ -94,7 +95,8 @@ def run_suite(spec: EvalSpec, out: str | Path, log=print) -> dict[str, Any]:
         for protocols in benches.values():
             for bench in protocols:
                 runs[label][bench.name] = _evaluate_one(model, bench, spec, transform, seen, rows, label, read_seg_item)
-                log(f"{label}  {bench.name}: " + _brief(runs[label][bench.name]))
+                if Distributed.current().rank == 0:
+                    log(f"{label}  {bench.name}: " + _brief(runs[label][bench.name]))
     mean, std = aggregate(runs)
     names = imagenet_class_names()
     for row in rows:
@@ -112,9 +114,10 @@ def run_suite(spec: EvalSpec, out: str | Path, log=print) -> dict[str, Any]:
         "options": asdict(spec.options),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    write_json_atomic(out, results)
-    write_bytes_atomic(out.with_suffix(".md"), markdown_table(mean, std, len(runs)).encode())
-    write_bytes_atomic(out.with_name(out.stem + "_per_class.csv"), csv_text(rows).encode())
+    if Distributed.current().rank == 0:  # under torchrun every rank holds the same results; one writes them
+        write_json_atomic(out, results)
+        write_bytes_atomic(out.with_suffix(".md"), markdown_table(mean, std, len(runs)).encode())
+        write_bytes_atomic(out.with_name(out.stem + "_per_class.csv"), csv_text(rows).encode())
     return results
 
 

@@ -8,7 +8,6 @@ where it stopped.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +19,7 @@ import numpy as np
 
 from cft.concepts.bank import ConceptBank
 from cft.data.images import load_image
+from cft.distributed import Distributed
 from cft.errors import CftError
 from cft.grounding.base import IdentifiedSegmenter as Segmenter
 from cft.grounding.store import GUIDANCE_MODES, MaskStore, class_key
@@ -106,17 +106,6 @@ def read_image_list(path: str | Path) -> list[str]:
     if not ids:
         raise CftError(f"image list {path} names no images")
     return ids
-
-
-def distributed_rank() -> tuple[int, int]:
-    """(rank, world size) from torchrun's environment; (0, 1) outside torchrun."""
-    try:
-        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    except ValueError:
-        raise CftError("RANK and WORLD_SIZE must be integers (as torchrun sets them)") from None
-    if not 0 <= rank < world:
-        raise CftError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")
-    return rank, world
 
 
 def shard(items: Sequence[ImageItem], rank: int, world: int) -> list[ImageItem]:
@@ -276,7 +265,8 @@ def run_masks(
     bank = ConceptBank.load(bank_path)
     only = read_image_list(image_list) if image_list else None
     items = list_images(images, list(bank.concepts), only)
-    rank, world = distributed_rank()
+    dist = Distributed.current()
+    rank, world = dist.rank, dist.world
     store = MaskStore(out)
     info = {
         "segmenter": segmenter.identity(),
@@ -299,8 +289,7 @@ def run_masks(
         world=world,
         progress=progress,
     )
-    if world > 1:
-        _barrier()
+    dist.barrier()
     if rank == 0:
         index = write_index(store, items, info)
         log(
@@ -311,13 +300,3 @@ def run_masks(
         if result.without_concepts:
             log(f"note: no concepts in the bank for {', '.join(result.without_concepts)}: their images have no masks")
     return result
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        raise CftError("torch.distributed is not available: run `cft masks` in one process")
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    dist.barrier()

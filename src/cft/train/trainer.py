@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from cft.distributed import Distributed, device_for
 from cft.errors import CftError
 from cft.io import atomic_path
 from cft.models import save_checkpoint
@@ -89,7 +89,7 @@ class Trainer:
     ) -> None:
         check_train_config(cfg)
         self.dist = Distributed.current()
-        self.device = _device(cfg.device, self.dist)
+        self.device = device_for(cfg.device, self.dist, what="train.device")
         model = model.to(self.device)
         self.dist.broadcast_parameters(model)
         self.model, self.objective, self.cfg = model, objective, cfg
@@ -290,93 +290,6 @@ class Trainer:
                 if isinstance(v, int | float):
                     self._writer.add_scalar(k, v, record["epoch"])
             self._writer.flush()
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in a torchrun job (rank 0 of 1 outside torchrun) and the few collectives used."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def current(cls) -> Distributed:
-        """From torchrun's environment; initialises the process group (NCCL on GPUs, else gloo) if needed."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-    def broadcast_parameters(self, model: nn.Module) -> None:
-        """Every rank starts from rank 0's weights and buffers."""
-        if self.world > 1:
-            import torch.distributed as dist
-
-            for t in [*model.parameters(), *model.buffers()]:
-                dist.broadcast(t.data, src=0)
-
-    def average_gradients(self, model: nn.Module) -> None:
-        """Sum the (pre-weighted) gradients over ranks and divide by the world size, in one flat all-reduce."""
-        if self.world == 1:
-            return
-        import torch.distributed as dist
-
-        params = [p for p in model.parameters() if p.requires_grad]
-        has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
-        dist.all_reduce(has, op=dist.ReduceOp.MAX)  # a parameter no rank used keeps grad None, as in one process
-        params = [p for p, h in zip(params, has.tolist(), strict=True) if h]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.world
-        offset = 0
-        for p, g in zip(params, grads, strict=True):
-            p.grad = flat[offset : offset + g.numel()].view_as(g).clone()
-            offset += g.numel()
-
-    def gather(self, obj: Any) -> list[Any]:
-        """`obj` from every rank, in rank order."""
-        if self.world == 1:
-            return [obj]
-        import torch.distributed as dist
-
-        out: list[Any] = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-    def sum_dict(self, values: dict[str, float]) -> dict[str, float]:
-        """Per-key sums over ranks (keys must be the same on every rank after sorting)."""
-        if self.world == 1:
-            return values
-        import torch.distributed as dist
-
-        keys = sorted(values)
-        names: list[list[str] | None] = [None] * self.world
-        dist.all_gather_object(names, keys)
-        union = sorted({k for ks in names for k in ks})
-        t = torch.tensor([float(values.get(k, 0.0)) for k in union], dtype=torch.float64)
-        dist.all_reduce(t)
-        return dict(zip(union, t.tolist(), strict=True))
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-
-def _device(name: str, dist: Distributed) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise CftError(f"train.device: {err}") from None
 
 
 def check_train_config(cfg: TrainConfig) -> None:
