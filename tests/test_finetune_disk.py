@@ -22,6 +22,18 @@ def finetune(tmp_path, *sets: str, out: str = "run") -> int:
     return main([*args, *(f"--set={s}" for s in (*TIMM, *DISK, *sets))])
 
 
+def write_metadata(root, header: str, rows) -> None:
+    """root/metadata.csv with `header` and `rows`, and an image per row (its colour set by the label y)."""
+    columns = header.split(",")
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [header] + [",".join(str(v) for v in row) for row in rows]
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n")
+    for row in rows:
+        name, y = row[columns.index("img_filename")], row[columns.index("y")]
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 40), (y * 100, 90, 10)).save(root / name)
+
+
 @pytest.fixture
 def tree(tmp_path):
     ids = write_tree(tmp_path / "images", per_class=4, size=(40, 44))
@@ -76,13 +88,9 @@ def test_imagenet_wnid_folders_train_a_1000_way_model(tmp_path, capsys):
 def test_waterbirds_training_split(tmp_path, capsys):
     rows = [("a/0.png", 0, 0, 0), ("a/1.png", 1, 0, 1), ("a/2.png", 0, 0, 1), ("a/3.png", 1, 0, 0)]
     rows += [("v/0.png", 0, 1, 0), ("v/1.png", 1, 1, 1), ("t/0.png", 0, 2, 0)]
-    (tmp_path / "wb").mkdir()
-    with (tmp_path / "wb" / "metadata.csv").open("w") as f:
-        f.write("img_id,img_filename,y,split,place,place_filename\n")
-        for i, (name, y, split, place) in enumerate(rows):
-            f.write(f"{i},{name},{y},{split},{place},x.jpg\n")
-            (tmp_path / "wb" / name).parent.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (40, 40), (y * 200, 90, 10)).save(tmp_path / "wb" / name)
+    write_metadata(tmp_path / "wb", "img_id,img_filename,y,split,place,place_filename", [
+        (i, name, y, split, place, "x.jpg") for i, (name, y, split, place) in enumerate(rows)
+    ])  # fmt: skip
     (tmp_path / "r.yaml").write_text(
         f"data:\n  source: waterbirds\n  root: {tmp_path / 'wb'}\n  masks: none\nobjective:\n  name: erm\n"
         "train:\n  select_by: val_top1\n"
@@ -93,14 +101,8 @@ def test_waterbirds_training_split(tmp_path, capsys):
 
 
 def test_grouped_dataset_trains_a_k_way_model(tmp_path, capsys):
-    (tmp_path / "g").mkdir()
     rows = [(f"i/{k}.png", k % 3, 0 if k < 6 else 1, k % 2) for k in range(8)]
-    with (tmp_path / "g" / "metadata.csv").open("w") as f:
-        f.write("img_filename,y,split,group\n")
-        for name, y, split, group in rows:
-            f.write(f"{name},{y},{split},{group}\n")
-            (tmp_path / "g" / name).parent.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (40, 40), (y * 100, 90, 10)).save(tmp_path / "g" / name)
+    write_metadata(tmp_path / "g", "img_filename,y,split,group", rows)
     (tmp_path / "r.yaml").write_text(
         f"data:\n  source: grouped\n  root: {tmp_path / 'g'}\n  masks: none\n"
         "  few_shot: {per_class: 1, class_fraction: 1.0, seed: 0}\nobjective:\n  name: erm\n"
