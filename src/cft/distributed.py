@@ -35,9 +35,12 @@ class Distributed:
             return cls()
         import torch.distributed as dist
 
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if not dist.is_initialized():
+            if torch.cuda.is_available():
+                torch.cuda.set_device(local_rank)  # NCCL collectives run on this rank's GPU
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        return cls(dist.get_rank(), dist.get_world_size(), local_rank)
 
     def broadcast_parameters(self, model: nn.Module) -> None:
         """Every rank starts from rank 0's weights and buffers."""
