@@ -132,3 +132,18 @@ def test_cft_fine_tunes_convnext_and_hugging_face_models(tmp_path, tree, capsys)
         capsys.readouterr().err
     )
     assert (tmp_path / "hf" / "best.safetensors").is_file()
+
+
+def test_held_out_validation_images_of_the_seen_classes(tmp_path, tree, capsys):
+    """few_shot.val_per_class: other images of the seen classes validate (val_loss selects the checkpoint)."""
+    sets = [f"data.store={tmp_path / 'store'}", "data.few_shot={per_class: 2, class_fraction: 0.5, val_per_class: 1}"]
+    assert finetune(tmp_path, *sets, "train.select_by=val_loss") == 0, capsys.readouterr().err
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    (cls,) = split["seen_class_names"]
+    assert len(split["images"]) == 2 and len(split["val_images"]) == 1
+    assert not set(split["images"]) & set(split["val_images"])
+    assert all(i.startswith(cls + "/") for i in split["images"] + split["val_images"])
+    history = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all("val_loss" in h for h in history)
+    assert finetune(tmp_path, *sets, f"data.val_root={tmp_path / 'images'}", out="run2") == 2
+    assert "use one of the two" in capsys.readouterr().err

@@ -46,7 +46,7 @@ def setup(tmp_path):
         "finetune": {
             "model": {"name": "vit_tiny_patch16_224", "kwargs": TINY},
             "data": {"root": str(tmp_path / "train"), "classes": "imagenet", "image_size": 32, "resize": 36,
-                     "few_shot": {"per_class": 2, "class_fraction": 0.5}},
+                     "few_shot": {"per_class": 2, "class_fraction": 0.5, "val_per_class": 1}},
             "train": {"epochs": 2, "batch_size": 2, "save_every_steps": 1, "progress": False, "optim": {"lr": 1e-3}},
         },
         "evaluate": {"benches": {"imagenet-v2": str(tmp_path / "v2")}, "workers": 0, "device": "cpu"},
@@ -68,7 +68,12 @@ def test_pipeline_end_to_end_and_cached(setup, capsys):
     assert len(images[0]) == 4 and images[0] != images[1]  # 2 classes x 2 images, another subset per seed
     from cft.grounding.store import MaskStore
 
-    assert set(images[0]) | set(images[1]) <= set(MaskStore(out / "masks").image_ids())
+    split = json.loads((out / "seed0" / "finetune" / "split.json").read_text())
+    assert len(split["val_images"]) == 2 and not set(split["val_images"]) & set(images[0])
+    assert set(images[0]) | set(images[1]) | set(split["val_images"]) <= set(MaskStore(out / "masks").image_ids())
+    assert all(
+        "val_loss" in json.loads(x) for x in (out / "seed0" / "finetune" / "metrics.jsonl").read_text().splitlines()
+    )
     bank = json.loads((out / "concepts" / "bank.json").read_text())
     assert "validation" in bank["provenance"] and set(bank["concepts"]) == {n for n, _ in CLASSES.values()}
     assert "fine-tuning" in log and "cached" not in log

@@ -24,6 +24,7 @@ class DiskData:
     class_names: list[str]
     selection: Any | None  # FewShotSplit
     items: list[ImageItem]  # the training images
+    val_items: list[ImageItem]
 
 
 WATERBIRDS_CLASSES = ["landbird", "waterbird"]
@@ -75,11 +76,12 @@ def _transforms(d: Any, model: Any) -> tuple[Any, Any]:
     return PairedTransform(train=True, flip=d.flip, **common), PairedTransform(train=False, **common)
 
 
-def _select(items: list[ImageItem], index: dict[str, int], d: Any) -> tuple[list[ImageItem], Any]:
+def _select(items: list[ImageItem], index: dict[str, int], d: Any) -> tuple[list[ImageItem], list[ImageItem], Any]:
+    """(few-shot training images, held-out validation images of the same classes, the split)."""
     from cft.data.fewshot import select_few_shot
 
     if d.few_shot is None:
-        return items, None
+        return items, [], None
     banned: set[str] = set()
     if d.few_shot.exclude:
         banned = set(read_image_list(d.few_shot.exclude))
@@ -88,9 +90,13 @@ def _select(items: list[ImageItem], index: dict[str, int], d: Any) -> tuple[list
     f = d.few_shot
     try:
         selection = select_few_shot(labels, f.per_class, f.class_fraction, f.seed, exclude=exclude)
+        held_out: list[int] = []
+        if f.val_per_class:  # the same seen classes (the class draw comes first), other images
+            others = [*exclude, *selection.indices]
+            held_out = list(select_few_shot(labels, f.val_per_class, f.class_fraction, f.seed, exclude=others).indices)
     except CftError as err:
         raise CftError(f"data.few_shot: {err}") from None
-    return [items[i] for i in selection.indices], selection
+    return [items[i] for i in selection.indices], [items[i] for i in held_out], selection
 
 
 @dataclass
@@ -111,8 +117,13 @@ def choose_images(d: Any) -> ImageChoice:
     else:
         items = list_images(root, names)
         val_items = list_images(Path(d.val_root).expanduser(), names) if d.val_root else []
-    chosen, selection = _select(items, {n: i for i, n in enumerate(names)}, d)
-    return ImageChoice(names, chosen, val_items, selection)
+    chosen, held_out, selection = _select(items, {n: i for i, n in enumerate(names)}, d)
+    if held_out and val_items:
+        raise CftError(
+            "data.few_shot.val_per_class holds out validation images, but the data already has a validation set "
+            "(data.val_root, or the dataset's own val split): use one of the two"
+        )
+    return ImageChoice(names, chosen, val_items or held_out, selection)
 
 
 def disk_data(d: Any, model: Any, needs_mask: bool) -> DiskData:
@@ -130,7 +141,7 @@ def disk_data(d: Any, model: Any, needs_mask: bool) -> DiskData:
     train_tf, eval_tf = _transforms(d, model)
     train = StoreImageDataset(choice.train, index, store, train_tf)
     val = StoreImageDataset(choice.val, index, val_store, eval_tf) if choice.val else None
-    return DiskData(train, val, choice.class_names, choice.selection, choice.train)
+    return DiskData(train, val, choice.class_names, choice.selection, choice.train, choice.val)
 
 
 def _store(folder: str | None, items: list[ImageItem]) -> Any:

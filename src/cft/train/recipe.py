@@ -55,6 +55,7 @@ class FewShotSection:
     class_fraction: float = 0.5  # share of the classes that are seen; the rest are held out (unseen)
     seed: int = 0
     exclude: str | None = None  # folder / waterbirds: a file of image ids (relative paths) never chosen
+    val_per_class: int = 0  # folder: also hold out this many other images per seen class for validation
 
 
 @dataclass
@@ -129,6 +130,8 @@ def check_recipe(recipe: FinetuneRecipe) -> None:
     if d.few_shot is not None:
         if d.few_shot.per_class < 1:
             raise CftError(f"data.few_shot.per_class must be >= 1, got {d.few_shot.per_class}")
+        if d.few_shot.val_per_class < 0:
+            raise CftError(f"data.few_shot.val_per_class must be >= 0, got {d.few_shot.val_per_class}")
         if not 0.0 < d.few_shot.class_fraction <= 1.0:
             raise CftError(f"data.few_shot.class_fraction must be in (0, 1], got {d.few_shot.class_fraction}")
     check_train_config(recipe.train)
@@ -313,7 +316,11 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | Path, resume: bool = Fal
         data = disk_data(recipe.data, model, objective.needs_mask)
         train, val, selection = data.train, data.val, data.selection
         collate = eval_collate = default_collate
-        where = {"root": recipe.data.root, "images": [it.image_id for it in data.items]}
+        where = {
+            "root": recipe.data.root,
+            "images": [it.image_id for it in data.items],
+            "val_images": [it.image_id for it in data.val_items],
+        }
     trainer = Trainer(model, objective, tcfg, out, collate, eval_collate)
     save_config(recipe, out / "config.yaml")
     if selection is not None:
