@@ -207,17 +207,12 @@ def _add_concepts(commands) -> None:
 
 
 def _llm(args: argparse.Namespace):
-    if args.backend == "openai":
-        if not args.base_url or not args.model:
-            raise CftError("--backend openai needs --base-url URL and --model NAME")
-        from cft.concepts.llm_openai import OpenAIBackend
+    from cft.concepts.stage import make_llm
 
-        return OpenAIBackend(
-            args.base_url, args.model, api_key_env=args.api_key_env, timeout=args.timeout, concurrency=args.concurrency
-        )
-    from cft.concepts.llm_gguf import GGUFBackend
-
-    return GGUFBackend(args.model)
+    return make_llm(
+        args.backend, args.model, args.base_url, args.api_key_env, args.timeout, args.concurrency,
+        missing="--base-url URL and --model NAME",
+    )  # fmt: skip
 
 
 def _proposed_bank(args: argparse.Namespace):

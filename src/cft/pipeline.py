@@ -148,17 +148,11 @@ def concept_stage(recipe: RunRecipe, out: Path, class_names: list[str], segmente
 
 
 def _llm(c: ConceptStage):
-    if c.backend == "openai":
-        from cft.concepts.llm_openai import OpenAIBackend
+    from cft.concepts.stage import make_llm
 
-        if not c.base_url or not c.model:
-            raise CftError("run recipe: concepts.backend openai needs concepts.base_url and concepts.model")
-        return OpenAIBackend(c.base_url, c.model, api_key_env=c.api_key_env)
-    if c.backend == "gguf":
-        from cft.concepts.llm_gguf import GGUFBackend
-
-        return GGUFBackend(c.model)
-    raise CftError(f"run recipe: concepts.backend must be openai, gguf or bank, got {c.backend!r}")
+    if c.backend not in ("openai", "gguf"):
+        raise CftError(f"run recipe: concepts.backend must be openai, gguf or bank, got {c.backend!r}")
+    return make_llm(c.backend, c.model, c.base_url, c.api_key_env, missing="concepts.base_url and concepts.model")
 
 
 def validate_on_images(bank, images: dict[str, list], segmenter, cfg: ValidationConfig):

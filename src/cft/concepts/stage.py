@@ -15,6 +15,30 @@ from cft.concepts.validate import ValidationConfig, validate_bank, world_validat
 from cft.errors import CftError
 
 
+def make_llm(
+    backend: str,
+    model: str | None,
+    base_url: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    timeout: float = 60.0,
+    concurrency: int = 4,
+    missing: str = "a base URL and a model name",
+) -> LLM:
+    """The `openai` (needs base_url and model) or `gguf` (model: a .gguf file, None: the packaged Gemma) backend;
+    `missing` says how the caller names the openai backend's two required settings."""
+    if backend == "openai":
+        if not base_url or not model:
+            raise CftError(f"the openai backend needs {missing}")
+        from cft.concepts.llm_openai import OpenAIBackend
+
+        return OpenAIBackend(base_url, model, api_key_env=api_key_env, timeout=timeout, concurrency=concurrency)
+    if backend == "gguf":
+        from cft.concepts.llm_gguf import GGUFBackend
+
+        return GGUFBackend(model)
+    raise CftError(f"LLM backend must be openai or gguf, got {backend!r}")
+
+
 def bank_from_proposals(proposals: dict[str, dict[str, list[str]]], provenance: dict[str, Any]) -> ConceptBank:
     """{class: {kind: [concept]}} to a bank; a concept proposed under several kinds keeps the first."""
     concepts: dict[str, list[Concept]] = {}

@@ -18,14 +18,13 @@ from typing import Any
 import numpy as np
 
 from cft.concepts.bank import ConceptBank
+from cft.data.bench_common import IMAGE_SUFFIXES, imagenet_wnids
 from cft.data.images import load_image
 from cft.distributed import Distributed
 from cft.errors import CftError
 from cft.grounding.base import IdentifiedSegmenter as Segmenter
 from cft.grounding.store import GUIDANCE_MODES, MaskStore, class_key
 from cft.io import write_json_atomic
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -36,11 +35,9 @@ class ImageItem:
 
 
 def _imagenet_wnids() -> dict[str, str]:
-    from timm.data import ImageNetInfo
-
     from cft.concepts.classes import imagenet_class_names
 
-    return dict(zip(ImageNetInfo().label_names(), imagenet_class_names(), strict=True))
+    return dict(zip(imagenet_wnids(), imagenet_class_names(), strict=True))
 
 
 def folder_classes(folders: Sequence[str], known: Sequence[str]) -> dict[str, str]:
@@ -90,7 +87,7 @@ def list_images(root: str | Path, known_classes: Sequence[str], only: Sequence[s
             raise CftError(f"image list names {len(missing)} image(s) not under {root}, e.g. {missing[0]!r}")
         items = [it for it in items if it.image_id in wanted]
     if not items:
-        raise CftError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+        raise CftError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
     return items
 
 
