@@ -80,7 +80,7 @@ def test_painting_leaves_background_pixels_alone(world, monkeypatch):
     monkeypatch.setattr(BackgroundBank, "draw", lambda self, *args, **kwargs: flat.copy())
     fresh = SyntheticWorld(world.config)
     for i in range(10):
-        image, lm, _, _ = fresh.generate("test-ood", i)
+        image, lm, *_ = fresh.generate("test-ood", i)
         np.testing.assert_array_equal(image[lm == 0], flat[lm == 0])
         assert (image[lm > 0] != flat[lm > 0]).any(axis=1).mean() > 0.99
 
@@ -237,3 +237,126 @@ def test_bad_split_requests(world):
             world.split("train", n)
     with pytest.raises(CftError, match="unknown class"):
         world.part_names("dog")
+
+
+# ---- the mark cue -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def marked() -> SyntheticWorld:
+    return SyntheticWorld(WorldConfig(seed=5, cue="mark"))
+
+
+def _own_cue_fraction(split: WorldSplit) -> float:
+    labels, cues = split.labels_and_cues()
+    return float((labels == cues).mean())
+
+
+def test_mark_world_biases_the_mark_not_the_background(marked):
+    n, p = 2000, marked.config.bias
+    train = marked.split("train", n)
+    assert abs(_own_cue_fraction(train) - p) <= 3 * math.sqrt(p * (1 - p) / n)
+    q = 1 / len(marked.backgrounds)
+    assert abs(_own_fraction(train) - q) <= 3 * math.sqrt(q * (1 - q) / n)  # backgrounds: independent of the class
+    ood = marked.split("test-ood", n)
+    assert abs(_own_cue_fraction(ood) - q) <= 3 * math.sqrt(q * (1 - q) / n)
+    assert _own_cue_fraction(marked.split("test-flipped", 500)) == 0.0
+
+
+def test_mark_pixels_sit_on_the_object_off_its_parts(marked):
+    split = marked.split("train", 60)
+    on_carrier = 0
+    for i in range(len(split)):
+        s = split.sample(i)
+        size = marked.config.mark_size
+        assert s["cue_mask"].sum() == size * size  # a whole square, frame included
+        ys, xs = np.nonzero(s["cue_mask"])
+        assert ys.max() - ys.min() == xs.max() - xs.min() == size - 1
+        assert not (s["cue_mask"] & ~s["object_mask"]).any()  # on the object: an object mask cannot exclude it
+        parts = np.zeros_like(s["object_mask"])
+        for m in s["part_masks"].values():
+            assert not (m & s["cue_mask"]).any()  # drawn over the parts: no part mask holds a mark pixel
+            parts |= m
+        np.testing.assert_array_equal(parts | s["cue_mask"], s["object_mask"])
+        carrier = CATEGORIES[marked.classes[s["label"]]].carrier
+        ring = np.zeros_like(s["cue_mask"])
+        ring[max(ys.min() - 1, 0) : ys.max() + 2, max(xs.min() - 1, 0) : xs.max() + 2] = True
+        ring &= ~s["cue_mask"]
+        on_carrier += s["part_masks"][carrier][ring].mean() > 0.3
+    assert on_carrier >= 0.8 * len(split)  # mostly surrounded by its carrier part (a body, a wall, a hull)
+
+
+def test_mark_beside_the_object():
+    world = SyntheticWorld(WorldConfig(seed=2, cue="mark", mark_place="background", mark_size=6))
+    split = world.split("val", 30)
+    for i in range(len(split)):
+        s = split.sample(i)
+        assert s["cue_mask"].sum() == 36
+        parts = np.zeros_like(s["object_mask"])
+        for m in s["part_masks"].values():
+            parts |= m
+        np.testing.assert_array_equal(parts, s["object_mask"])  # the object mask is the parts alone
+        assert (s["cue_mask"] & s["object_mask"]).sum() == 0
+
+
+def test_neutral_cue_changes_only_the_cue(marked):
+    plain, neutral = marked.split("test-ood", 40), marked.split("test-ood", 40, neutral_cue=True)
+    labels, cues = neutral.labels_and_cues()
+    assert (cues >= len(marked.classes)).all() and len(np.unique(cues)) == 2
+    for i in range(len(plain)):
+        a, b = plain.sample(i), neutral.sample(i)
+        np.testing.assert_array_equal(a["label_map"], b["label_map"])
+        outside = ~a["cue_mask"]
+        np.testing.assert_array_equal(a["image"][:, outside], b["image"][:, outside])
+        assert b["cue"] == cues[i] and b["label"] == labels[i]
+        if a["cue"] != b["cue"]:
+            assert (a["image"][:, a["cue_mask"]] != b["image"][:, a["cue_mask"]]).any()
+    # the background world's neutral cue is a neutral background behind the same object
+    world = SyntheticWorld(WorldConfig(seed=3))
+    a, b = world.split("test-id", 5).sample(4), world.split("test-id", 5, neutral_cue=True).sample(4)
+    np.testing.assert_array_equal(a["label_map"], b["label_map"])
+    assert b["background"] == b["cue"] >= len(world.classes)
+
+
+def test_context_only_and_neutral_cue_never_meet():
+    world = SyntheticWorld(WorldConfig(seed=1, cue="mark", bias=1.0, context_only=0.4, neutral_cue=0.4))
+    split = world.split("train", 300)
+    hidden = neutral = 0
+    for i in range(len(split)):
+        s = split.sample(i)
+        is_hidden = not (s["object_mask"] & ~s["cue_mask"]).any()
+        is_neutral = s["cue"] >= len(world.classes)
+        assert not (is_hidden and is_neutral)  # every sample shows its label somehow
+        hidden, neutral = hidden + is_hidden, neutral + is_neutral
+    assert 90 <= hidden <= 150 and 90 <= neutral <= 150
+    assert _own_cue_fraction(world.split("test-ood", 300)) < 0.2  # pretraining knobs touch the biased splits only
+
+
+def test_mark_cache_round_trip(marked, tmp_path):
+    split = marked.split("val", 6, neutral_cue=True)
+    cached = WorldSplit.load(split.save(tmp_path / "v.npz"))
+    assert cached.neutral_cue and cached.mark_ids == split.mark_ids
+    for i in range(6):
+        a, b = split.sample(i), cached.sample(i)
+        for k in ("image", "object_mask", "cue_mask", "label_map"):
+            np.testing.assert_array_equal(a[k], b[k])
+        assert (a["cue"], a["background"]) == (b["cue"], b["background"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"cue": "logo"}, "cue"),
+        ({"cue": "mark", "mark_place": "corner"}, "mark_place"),
+        ({"cue": "mark", "mark_size": 1}, "mark_size"),
+        ({"neutral_cue": 1.5}, "neutral_cue"),
+        ({"context_only": 0.6, "neutral_cue": 0.6}, "neutral_cue"),
+        ({"num_classes": 4, "num_backgrounds": 4, "neutral_cue": 0.2}, "neutral_cue"),
+    ],
+)
+def test_bad_cue_config_names_the_field(overrides, field):
+    with pytest.raises(CftError, match=field):
+        SyntheticWorld(**overrides)
+
+
+def test_neutral_split_needs_neutral_values():
+    with pytest.raises(CftError, match="neutral"):
+        SyntheticWorld(num_classes=4, num_backgrounds=4).split("test-ood", 5, neutral_cue=True)

@@ -54,12 +54,14 @@ class Like:
 
 @dataclass(frozen=True)
 class Category:
-    """An object class: part names in z-order, a polygon builder and a colour rule per part."""
+    """An object class: part names in z-order, a polygon builder, a colour rule per part and the part a mark
+    cue is drawn on (its largest, least telling region: a body, a wall, a hull)."""
 
     name: str
     parts: tuple[str, ...]
     build: Callable[[Jitter], list[Part]]
     colours: Mapping[str, Colour | Like]
+    carrier: str
 
 
 BLACK = Colour((0.0,), (0.0, 0.2), (0.03, 0.15))
@@ -291,6 +293,7 @@ CATEGORIES: dict[str, Category] = {
                 "beak": Colour((42.0,), (0.8, 1.0), (0.85, 1.0)),
                 "eye": BLACK,
             },
+            "body",
         ),
         Category(
             "fish",
@@ -304,6 +307,7 @@ CATEGORIES: dict[str, Category] = {
                 "stripe": WHITE,
                 "eye": BLACK,
             },
+            "body",
         ),
         Category(
             "car",
@@ -316,6 +320,7 @@ CATEGORIES: dict[str, Category] = {
                 "wheel": BLACK,
                 "headlight": Colour((55.0,), (0.3, 0.6), (0.95, 1.0)),
             },
+            "body",
         ),
         Category(
             "airplane",
@@ -328,6 +333,7 @@ CATEGORIES: dict[str, Category] = {
                 "engine": Colour((210.0,), (0.0, 0.1), (0.35, 0.5)),
                 "cockpit": Colour((220.0,), (0.5, 0.8), (0.2, 0.4)),
             },
+            "fuselage",
         ),
         Category(
             "boat",
@@ -339,6 +345,7 @@ CATEGORIES: dict[str, Category] = {
                 "cabin": Colour((35.0,), (0.2, 0.4), (0.75, 0.9)),
                 "hull": Colour((0.0, 220.0, 25.0), (0.6, 0.9), (0.35, 0.65)),
             },
+            "hull",
         ),
         Category(
             "house",
@@ -351,6 +358,7 @@ CATEGORIES: dict[str, Category] = {
                 "door": Colour((25.0,), (0.55, 0.75), (0.3, 0.45)),
                 "window": Colour((200.0,), (0.3, 0.5), (0.85, 1.0)),
             },
+            "wall",
         ),
         Category(
             "tree",
@@ -361,6 +369,7 @@ CATEGORIES: dict[str, Category] = {
                 "branch": Like("trunk", 1.0),
                 "crown": Colour((100.0, 125.0, 80.0), (0.6, 0.9), (0.4, 0.7)),
             },
+            "crown",
         ),
         Category(
             "flower",
@@ -372,6 +381,7 @@ CATEGORIES: dict[str, Category] = {
                 "petal": Colour((0.0, 300.0, 52.0, 275.0, 20.0), (0.6, 0.95), (0.85, 1.0)),
                 "center": Colour((45.0, 30.0), (0.75, 1.0), (0.55, 0.85)),
             },
+            "petal",
         ),
         Category(
             "butterfly",
@@ -383,6 +393,7 @@ CATEGORIES: dict[str, Category] = {
                 "body": Colour((30.0,), (0.3, 0.5), (0.1, 0.2)),
                 "antenna": Like("body", 1.0),
             },
+            "wing",
         ),
         Category(
             "cat",
@@ -397,6 +408,7 @@ CATEGORIES: dict[str, Category] = {
                 "eye": Colour((75.0,), (0.8, 1.0), (0.75, 0.95)),
                 "whisker": WHITE,
             },
+            "body",
         ),
     ]
 }

@@ -8,7 +8,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -17,12 +17,16 @@ from torch.utils.data import Dataset
 from cft.errors import CftError
 from cft.io import atomic_path
 from cft.world.backgrounds import TEXTURES, BackgroundBank
+from cft.world.marks import MARK_COLOURS, MARK_FRAME, mark_colour, place_mark
 from cft.world.objects import CATEGORIES, draw_labels, paint, sample_palette
 
-__all__ = ["BIASED_SPLITS", "SPLITS", "SyntheticWorld", "WorldConfig", "WorldSplit", "collate"]
+__all__ = ["BIASED_SPLITS", "CUES", "MARK_PLACES", "SPLITS", "SyntheticWorld", "WorldConfig", "WorldSplit", "collate"]
 
 SPLITS = ("train", "val", "test-id", "test-ood", "test-flipped")
 BIASED_SPLITS = ("train", "val", "test-id")
+CUES = ("background", "mark")
+MARK_PLACES = ("object", "background")
+MARK_PARTS = ((-2, "mark"), (-2, "mark frame"))  # the mark's entries in a part table (no class's parts)
 _CACHE_KEYS = (
     "images",
     "labels",
@@ -44,11 +48,19 @@ def _default_sizes() -> dict[str, int]:
 class WorldConfig:
     """Everything that defines a world; the same config (and seed) always gives the same samples.
 
-    Splits: class c sits on its own background c with probability `bias` in train, val and test-id (else on a
-    uniformly random other background), on a uniformly random background in test-ood and never on its own in
-    test-flipped. `context_only` is the share of samples of the biased splits drawn without their object (the
-    background alone carries the label, as in photos where the object is hidden): pretraining on such data teaches
-    a model to lean on the background (a pretraining knob: leave it at 0 for evaluation). Difficulty knobs: object
+    The spurious cue (`cue`) takes one of `num_backgrounds` values; values below num_classes belong to a class,
+    the others are neutral. `cue="background"`: the value is the background texture. `cue="mark"`: the value is
+    the colour of a `mark_size`-pixel square mark drawn on the object (`mark_place="object"`: inside its
+    silhouette, so an object mask cannot exclude it, but off the named parts) or beside it
+    (`mark_place="background"`), its corner on a multiple of `mark_grid` pixels (the patch size: the mark fills
+    patches of its own), and the background texture is drawn at random, independent of the class.
+    Splits: class c carries its own cue value c with probability `bias` in train, val and test-id (else a
+    uniformly random other value), a uniformly random value in test-ood and never its own in test-flipped.
+    Pretraining knobs (leave them at 0 for evaluation): `context_only` is the share of samples of the biased
+    splits drawn without their object (the cue alone carries the label, as in photos where the object is
+    hidden); `neutral_cue` the share whose cue takes a neutral value (the object alone carries the label); the
+    two never fall on the same sample, so context_only + neutral_cue must not exceed 1.
+    Difficulty knobs: object
     size (`scale_range`: longest side of the object's bounding box as a fraction of the image), pose
     (`max_rotation` degrees, `flip`), `shape_jitter` (0: canonical shapes), part colours (`part_hue_jitter`
     degrees, `part_value_jitter`), painting (`pixel_noise`, `shading`, `outline` darkening) and backgrounds
@@ -62,6 +74,11 @@ class WorldConfig:
     num_backgrounds: int = 12
     bias: float = 0.95
     context_only: float = 0.0
+    neutral_cue: float = 0.0
+    cue: str = "background"
+    mark_place: str = "object"
+    mark_size: int = 8
+    mark_grid: int = 1
     seed: int = 0
     scale_range: tuple[float, float] = (0.55, 0.9)
     max_rotation: float = 25.0
@@ -120,6 +137,26 @@ def _check_config(c: WorldConfig) -> None:
         _fail("bias", "must be a probability in [0, 1]", c.bias)
     if not 0.0 <= c.context_only < 1.0:
         _fail("context_only", "must be a probability in [0, 1)", c.context_only)
+    if not 0.0 <= c.neutral_cue <= 1.0:
+        _fail("neutral_cue", "must be a probability in [0, 1]", c.neutral_cue)
+    if c.context_only + c.neutral_cue > 1.0:
+        _fail("neutral_cue", f"plus context_only={c.context_only} must not exceed 1", c.neutral_cue)
+    if c.neutral_cue > 0 and c.num_backgrounds <= c.num_classes:
+        _fail("neutral_cue", "needs neutral cue values: num_backgrounds must exceed num_classes", c.neutral_cue)
+    if c.cue not in CUES:
+        _fail("cue", f"must be one of {', '.join(CUES)}", c.cue)
+    if c.mark_place not in MARK_PLACES:
+        _fail("mark_place", f"must be one of {', '.join(MARK_PLACES)}", c.mark_place)
+    if c.cue == "mark" and c.num_backgrounds > len(MARK_COLOURS):
+        _fail(
+            "num_backgrounds",
+            f"must be at most {len(MARK_COLOURS)} (the mark colours) with cue='mark'",
+            c.num_backgrounds,
+        )
+    if not isinstance(c.mark_size, int) or not 2 <= c.mark_size <= c.image_size // 2:
+        _fail("mark_size", "must be an integer in [2, image_size / 2]", c.mark_size)
+    if not isinstance(c.mark_grid, int) or not 1 <= c.mark_grid <= c.image_size - c.mark_size + 1:
+        _fail("mark_grid", "must be an integer in [1, image_size - mark_size + 1]", c.mark_grid)
     if not isinstance(c.seed, int) or c.seed < 0:
         _fail("seed", "must be a non-negative integer", c.seed)
     if len(c.scale_range) != 2 or not 0.0 < c.scale_range[0] <= c.scale_range[1] <= 1.0:
@@ -159,11 +196,31 @@ def _split_code(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
+class Rendered(NamedTuple):
+    """One sample as `SyntheticWorld.generate` draws it."""
+
+    image: np.ndarray  # (H, W, 3) uint8
+    label_map: np.ndarray  # (H, W) uint8 ids into the world's part table (0: background)
+    label: int
+    background: int
+    cue: int  # the cue's value: the background (cue="background") or the mark's colour (cue="mark")
+
+
+class Choice(NamedTuple):
+    """What a sample shows, decided before drawing it."""
+
+    label: int
+    background: int
+    cue: int
+    hidden: bool  # drawn without its object (context_only)
+    rng: np.random.Generator
+
+
 class SyntheticWorld:
     """Objects of `classes` drawn from named parts on procedural `backgrounds`, with exact part masks.
 
-    Class i's own background is background i; backgrounds beyond num_classes belong to no class (neutral).
-    Sample i of a split depends only on (config, split name, i).
+    Class i's own cue value is i (background i, or mark colour i); values beyond num_classes belong to no class
+    (neutral). Sample i of a split depends only on (config, split name, i).
     """
 
     def __init__(self, config: WorldConfig | None = None, **overrides: Any) -> None:
@@ -177,10 +234,13 @@ class SyntheticWorld:
         table: list[tuple[int, str]] = [(-1, "background")]
         for c, name in enumerate(self.classes):
             table.extend((c, part) for part in CATEGORIES[name].parts)
+        if self.config.cue == "mark":
+            table.extend(MARK_PARTS)
         if len(table) > 256:
             raise CftError(f"too many parts ({len(table) - 1}) for a uint8 label map")
         self.part_table: tuple[tuple[int, str], ...] = tuple(table)
         self._part_ids = [{p: i for i, (c, p) in enumerate(table) if c == k} for k in range(len(self.classes))]
+        self._mark_id = len(table) - 2 if self.config.cue == "mark" else None  # then its frame
         self._banks: dict[str, BackgroundBank] = {}
 
     def __repr__(self) -> str:
@@ -201,17 +261,39 @@ class SyntheticWorld:
         return CATEGORIES[self.classes[self.class_index(cls)]].parts
 
     def own_background(self, cls: int | str) -> int:
-        """The background id a class is correlated with in the biased splits."""
+        """The cue value a class is correlated with in the biased splits (its background, or mark colour)."""
         return self.class_index(cls)
 
-    def split(self, name: str, n: int | None = None) -> WorldSplit:
-        """A split of n samples (default: config.split_sizes[name]), generated on access."""
+    def neutral_value(self, index: int) -> int:
+        """The neutral cue value that sample `index` takes when its cue is neutralised."""
+        neutral = len(self.backgrounds) - len(self.classes)
+        if neutral <= 0:
+            raise CftError("this world has no neutral cue value: num_backgrounds must exceed num_classes")
+        return len(self.classes) + index % neutral
+
+    def split(self, name: str, n: int | None = None, neutral_cue: bool = False) -> WorldSplit:
+        """A split of n samples (default: config.split_sizes[name]), generated on access.
+
+        neutral_cue: every sample drawn exactly as in the split, but with its cue replaced by a neutral value
+        (`neutral_value`): the same objects, poses and backgrounds without the spurious information.
+        """
         _check_split(name)
         n = self.config.split_sizes.get(name, 1_000) if n is None else n
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
             raise CftError(f"split size n must be a positive integer, got {n!r}")
+        if neutral_cue:
+            self.neutral_value(0)
         self._bank(name)  # built now, so DataLoader workers inherit it
-        return WorldSplit(name, int(n), self.classes, self.backgrounds, self.part_table, world=self)
+        return WorldSplit(
+            name,
+            int(n),
+            self.classes,
+            self.backgrounds,
+            self.part_table,
+            world=self,
+            neutral_cue=neutral_cue,
+            mark_on_object=self.config.mark_place == "object",
+        )
 
     def _bank(self, split: str) -> BackgroundBank:
         """Background tiles of one split (each split has its own, so no two splits share background pixels)."""
@@ -221,22 +303,35 @@ class SyntheticWorld:
             self._banks[split] = BackgroundBank(self.backgrounds, 2 * size, self.config.bg_tiles, rng)
         return self._banks[split]
 
-    def _choose(self, split: str, index: int) -> tuple[int, int, np.random.Generator]:
-        """Class, background and the sample's generator (seeded from seed, split name and index)."""
-        rng = np.random.default_rng([self.config.seed, _split_code(split), 0, index])
+    def _choose(self, split: str, index: int) -> Choice:
+        """What sample `index` of a split shows, and its generator (seeded from seed, split name and index)."""
+        c = self.config
+        rng = np.random.default_rng([c.seed, _split_code(split), 0, index])
         label = index % len(self.classes)
         count = len(self.backgrounds)
+        background = int(rng.integers(count)) if c.cue == "mark" else -1
         if split == "test-ood":
-            return label, int(rng.integers(count)), rng
-        if split in BIASED_SPLITS and rng.random() < self.config.bias:
-            return label, label, rng
-        other = int(rng.integers(count - 1))
-        return label, other + (other >= label), rng
+            value = int(rng.integers(count))
+        elif split in BIASED_SPLITS and rng.random() < c.bias:
+            value = label
+        else:
+            other = int(rng.integers(count - 1))
+            value = other + (other >= label)
+        hidden = False
+        if split in BIASED_SPLITS and (c.context_only > 0 or c.neutral_cue > 0):
+            u = rng.random()
+            hidden = u < c.context_only
+            if c.context_only <= u < c.context_only + c.neutral_cue:
+                value = self.neutral_value(int(rng.integers(count)))
+        return Choice(label, value if background < 0 else background, value, hidden, rng)
 
-    def generate(self, split: str, index: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-        """Sample `index` of a split: (H, W, 3) uint8 image, (H, W) uint8 label map, class, background."""
+    def generate(self, split: str, index: int, neutral_cue: bool = False) -> Rendered:
+        """Sample `index` of a split (with `neutral_cue`: its cue replaced by a neutral value, all else equal)."""
         c = self.config
-        label, background, rng = self._choose(_check_split(split), index)
+        label, background, cue, hidden, rng = self._choose(_check_split(split), index)
+        if neutral_cue:
+            cue = self.neutral_value(index)
+            background = cue if c.cue == "background" else background
         size = c.image_size
         bg = self._bank(split).draw(
             background,
@@ -249,7 +344,6 @@ class SyntheticWorld:
             brightness_jitter=c.bg_brightness_jitter,
         )
         category, ids = CATEGORIES[self.classes[label]], self._part_ids[label]
-        hidden = c.context_only > 0 and split in BIASED_SPLITS and rng.random() < c.context_only
         labels = (
             np.zeros((size, size), np.uint8)
             if hidden
@@ -267,17 +361,25 @@ class SyntheticWorld:
         palette = np.zeros((len(self.part_table), 3), np.float32)
         for part, rgb in sample_palette(category, rng, c.part_hue_jitter, c.part_value_jitter).items():
             palette[ids[part]] = rgb
+        if self._mark_id is not None:
+            on_object = c.mark_place == "object" and not hidden
+            y, x = place_mark(labels, c.mark_size, rng, ids[category.carrier] if on_object else None, c.mark_grid)
+            labels[y : y + c.mark_size, x : x + c.mark_size] = self._mark_id + 1
+            labels[y + 1 : y + c.mark_size - 1, x + 1 : x + c.mark_size - 1] = self._mark_id
+            palette[self._mark_id], palette[self._mark_id + 1] = mark_colour(cue), MARK_FRAME
         image = paint(bg, labels, palette, rng, noise=c.pixel_noise, shading=c.shading, outline=c.outline)
-        return image, labels, label, background
+        return Rendered(image, labels, label, background, cue)
 
 
 class WorldSplit(Dataset):
     """One split of a world: generated on access, or held in memory after `materialize()` or `load()`.
 
     `sample(i)` gives numpy arrays, `split[i]` the same as torch tensors: image (3, H, W) uint8, label, background,
-    object_mask (H, W) bool, part_masks {part name: (H, W) bool} for the parts of the sample's class (some may be
-    empty when a small part falls between pixels), label_map (H, W) uint8 part ids (see `part_table`) and index.
-    Batch with `collate` (part names differ between classes).
+    cue (its value), object_mask (H, W) bool (the object's silhouette, a mark drawn on it included),
+    cue_mask (H, W) bool (the mark's pixels; the pixels off the object when the background is the cue),
+    part_masks {part name: (H, W) bool} for the parts of the sample's class (some may be empty when a small part
+    falls between pixels; a mark drawn over a part takes its pixels), label_map (H, W) uint8 part ids (see
+    `part_table`) and index. Batch with `collate` (part names differ between classes).
     """
 
     def __init__(
@@ -290,17 +392,22 @@ class WorldSplit(Dataset):
         *,
         world: SyntheticWorld | None = None,
         arrays: Mapping[str, np.ndarray] | None = None,
+        neutral_cue: bool = False,
+        mark_on_object: bool = True,
     ) -> None:
         self.name, self.size = name, size
         self.classes, self.backgrounds = tuple(classes), tuple(backgrounds)
         self.part_table = tuple((int(c), str(p)) for c, p in part_table)
         self.world = world
+        self.neutral_cue, self.mark_on_object = bool(neutral_cue), bool(mark_on_object)
         self._arrays = dict(arrays) if arrays is not None else None
         self._ids = [{p: i for i, (c, p) in enumerate(self.part_table) if c == k} for k in range(len(self.classes))]
+        self.mark_ids = [i for i, entry in enumerate(self.part_table) if entry in MARK_PARTS]
 
     def __repr__(self) -> str:
         source = "cached" if self._arrays is not None else "generated"
-        return f"WorldSplit({self.name!r}, n={self.size}, {source})"
+        neutral = ", neutral cue" if self.neutral_cue else ""
+        return f"WorldSplit({self.name!r}, n={self.size}, {source}{neutral})"
 
     def __len__(self) -> int:
         return self.size
@@ -317,22 +424,34 @@ class WorldSplit(Dataset):
             raise IndexError(f"index {i} out of range for a split of {self.size}")
         return i
 
-    def _raw(self, i: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    def _raw(self, i: int) -> Rendered:
         if self._arrays is not None:
             a = self._arrays
-            return a["images"][i], a["label_maps"][i], int(a["labels"][i]), int(a["backgrounds"][i])
+            cue = int(a["cues"][i]) if "cues" in a else int(a["backgrounds"][i])
+            return Rendered(a["images"][i], a["label_maps"][i], int(a["labels"][i]), int(a["backgrounds"][i]), cue)
         assert self.world is not None
-        return self.world.generate(self.name, i)
+        return self.world.generate(self.name, i, self.neutral_cue)
+
+    def masks(self, label_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The object mask and the cue mask of a label map (see the class docstring)."""
+        drawn = label_map > 0
+        if not self.mark_ids:
+            return drawn, ~drawn
+        mark = np.isin(label_map, self.mark_ids)
+        return (drawn if self.mark_on_object else drawn & ~mark), mark
 
     def sample(self, i: int) -> dict[str, Any]:
         """Sample i as numpy arrays (see the class docstring)."""
         i = self._index(i)
-        image, label_map, label, background = self._raw(i)
+        image, label_map, label, background, cue = self._raw(i)
+        object_mask, cue_mask = self.masks(label_map)
         return {
             "image": np.ascontiguousarray(image.transpose(2, 0, 1)),
             "label": label,
             "background": background,
-            "object_mask": label_map > 0,
+            "cue": cue,
+            "object_mask": object_mask,
+            "cue_mask": cue_mask,
             "part_masks": {p: label_map == k for p, k in self._ids[label].items()},
             "label_map": label_map,
             "index": i,
@@ -340,18 +459,36 @@ class WorldSplit(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         s = self.sample(i)
-        tensors = {k: torch.from_numpy(s[k]) for k in ("image", "object_mask", "label_map")}
+        tensors = {k: torch.from_numpy(s[k]) for k in ("image", "object_mask", "cue_mask", "label_map")}
         masks = {p: torch.from_numpy(m) for p, m in s["part_masks"].items()}
         return {**s, **tensors, "part_masks": masks}
 
     def labels_and_backgrounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Class and background id of every sample, without rendering any image."""
-        if self._arrays is not None:
-            return self._arrays["labels"].copy(), self._arrays["backgrounds"].copy()
-        assert self.world is not None
-        pairs = [self.world._choose(self.name, i)[:2] for i in range(self.size)]
-        labels, backgrounds = np.array(pairs, dtype=np.int64).reshape(-1, 2).T
+        labels, backgrounds, _ = self._metadata()
         return labels, backgrounds
+
+    def labels_and_cues(self) -> tuple[np.ndarray, np.ndarray]:
+        """Class and cue value of every sample, without rendering any image."""
+        labels, _, cues = self._metadata()
+        return labels, cues
+
+    def _metadata(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._arrays is not None:
+            a = self._arrays
+            cues = a["cues"] if "cues" in a else a["backgrounds"]
+            return a["labels"].copy(), a["backgrounds"].copy(), np.array(cues, np.int64)
+        assert self.world is not None
+        world = self.world
+        rows = []
+        for i in range(self.size):
+            label, background, cue, *_ = world._choose(self.name, i)
+            if self.neutral_cue:
+                cue = world.neutral_value(i)
+                background = cue if world.config.cue == "background" else background
+            rows.append((label, background, cue))
+        labels, backgrounds, cues = np.array(rows, dtype=np.int64).reshape(-1, 3).T
+        return labels, backgrounds, cues
 
     def materialize(self) -> WorldSplit:
         """Generate every sample into memory (a no-op when already there); returns self."""
@@ -363,11 +500,12 @@ class WorldSplit(Dataset):
                 "label_maps": np.empty((self.size, s, s), np.uint8),
                 "labels": np.empty(self.size, np.int64),
                 "backgrounds": np.empty(self.size, np.int64),
+                "cues": np.empty(self.size, np.int64),
             }
             for i in range(self.size):
-                a["images"][i], a["label_maps"][i], a["labels"][i], a["backgrounds"][i] = self.world.generate(
-                    self.name, i
-                )
+                r = self.world.generate(self.name, i, self.neutral_cue)
+                a["images"][i], a["label_maps"][i] = r.image, r.label_map
+                a["labels"][i], a["backgrounds"][i], a["cues"][i] = r.label, r.background, r.cue
             self._arrays = a
         return self
 
@@ -377,14 +515,18 @@ class WorldSplit(Dataset):
         self.materialize()
         assert self._arrays is not None
         config = self.world.config.to_json() if self.world is not None else self._arrays.get("config", "")
+        labels, backgrounds, cues = self._metadata()
         payload = {
             **{k: self._arrays[k] for k in ("images", "labels", "backgrounds", "label_maps")},
+            "cues": cues,
             "part_class": np.array([c for c, _ in self.part_table], np.int64),
             "part_name": np.array([p for _, p in self.part_table]),
             "classes": np.array(self.classes),
             "background_names": np.array(self.backgrounds),
             "split": np.array(self.name),
             "config": np.array(str(config)),
+            "neutral_cue": np.array(self.neutral_cue),
+            "mark_on_object": np.array(self.mark_on_object),
         }
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, **payload)
@@ -408,18 +550,24 @@ class WorldSplit(Dataset):
             raise CftError(f"cannot read cached split {path} ({type(err).__name__}: {err})") from None
         n = len(data["labels"])
         table = list(zip(data["part_class"].tolist(), data["part_name"].tolist(), strict=True))
-        arrays = {k: data[k] for k in ("images", "labels", "backgrounds", "label_maps")}
-        if "config" in data:
-            arrays["config"] = data["config"]
+        arrays = {k: data[k] for k in ("images", "labels", "backgrounds", "label_maps", "cues", "config") if k in data}
         return cls(
-            str(data["split"]), n, data["classes"].tolist(), data["background_names"].tolist(), table, arrays=arrays
+            str(data["split"]),
+            n,
+            data["classes"].tolist(),
+            data["background_names"].tolist(),
+            table,
+            arrays=arrays,
+            neutral_cue=bool(data.get("neutral_cue", False)),
+            mark_on_object=bool(data.get("mark_on_object", True)),
         )
 
 
 def collate(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Batch WorldSplit items for a DataLoader: tensors stacked, part_masks kept as a list of dicts."""
-    out: dict[str, Any] = {k: torch.stack([b[k] for b in batch]) for k in ("image", "object_mask", "label_map")}
-    for k in ("label", "background", "index"):
+    keys = ("image", "object_mask", "cue_mask", "label_map")
+    out: dict[str, Any] = {k: torch.stack([b[k] for b in batch]) for k in keys}
+    for k in ("label", "background", "cue", "index"):
         out[k] = torch.tensor([int(b[k]) for b in batch], dtype=torch.long)
     out["part_masks"] = [b["part_masks"] for b in batch]
     return out
