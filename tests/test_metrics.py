@@ -63,3 +63,25 @@ def test_small_groups_left_out():
     assert out["per_group"] == {6: 1.0} and out["worst_group"] == 1.0
     with pytest.raises(CftError, match="min_size"):
         group_accuracies(correct, groups, min_size=4)
+
+
+def test_relevance_rank_accuracy_by_hand_and_by_brute_force():
+    from cft.evaluate import relevance_rank_accuracy
+
+    maps = np.array([[[0.9, 0.1], [0.8, 0.2]], [[0.1, 0.2], [0.3, 0.4]], [[0.5, 0.5], [0.5, 0.5]]])
+    masks = np.array([[[1, 0], [0, 1]], [[0, 0], [0, 0]], [[0, 1], [1, 0]]], bool)
+    # image 0: the 2 most relevant pixels are (0,0) and (1,0): one of them in the mask; image 1: empty mask,
+    # skipped; image 2: a constant map, ties by pixel order: pixels 0 and 1, one in the mask
+    assert relevance_rank_accuracy(maps, masks) == pytest.approx((0.5 + 0.5) / 2)
+    rng = np.random.default_rng(0)
+    maps, masks = rng.random((20, 6, 6)), rng.random((20, 6, 6)) < 0.3
+    expected = []
+    for m, s in zip(maps, masks):
+        k = int(s.sum())
+        if k:
+            threshold = np.sort(m.ravel())[::-1][k - 1]  # continuous values: no ties
+            expected.append(float(s[m >= threshold].mean()))
+    assert relevance_rank_accuracy(maps, masks) == pytest.approx(np.mean(expected))
+    assert np.isnan(relevance_rank_accuracy(maps[:1], np.zeros((1, 6, 6), bool)))
+    with pytest.raises(CftError, match="differ in shape"):
+        relevance_rank_accuracy(np.zeros((1, 2, 2)), np.zeros((1, 3, 3), bool))

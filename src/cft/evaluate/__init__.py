@@ -4,8 +4,16 @@ from cft.evaluate.metrics import (
     average_precision,
     group_accuracies,
     relevance_alignment,
+    relevance_rank_accuracy,
     relevance_share,
     topk_accuracy,
 )
 
-__all__ = ["average_precision", "group_accuracies", "relevance_alignment", "relevance_share", "topk_accuracy"]
+__all__ = [
+    "average_precision",
+    "group_accuracies",
+    "relevance_alignment",
+    "relevance_rank_accuracy",
+    "relevance_share",
+    "topk_accuracy",
+]

@@ -92,3 +92,21 @@ def relevance_share(maps: np.ndarray, masks: np.ndarray) -> float:
     totals = maps.reshape(len(maps), -1).sum(1)
     inside = (maps * masks).reshape(len(maps), -1).sum(1)
     return float(np.mean(np.where(totals > 0, inside / np.maximum(totals, 1e-12), 0.0)))
+
+
+def relevance_rank_accuracy(maps: np.ndarray, masks: np.ndarray) -> float:
+    """Mean over images of the share of the |mask| most relevant pixels that lie inside the mask.
+
+    Relevance rank accuracy (Arras et al., 2022); images with an empty mask are skipped (NaN if all are).
+    Ties are broken by pixel order (a stable sort), so a constant map scores the mask's share of the first pixels.
+    """
+    maps, masks = np.asarray(maps, float), np.asarray(masks, bool)
+    if maps.shape != masks.shape:
+        raise CftError(f"maps {maps.shape} and masks {masks.shape} differ in shape")
+    scores = []
+    for m, s in zip(maps.reshape(len(maps), -1), masks.reshape(len(masks), -1), strict=True):
+        k = int(s.sum())
+        if k:
+            top = np.argsort(-m, kind="stable")[:k]
+            scores.append(float(s[top].mean()))
+    return float(np.mean(scores)) if scores else float("nan")
