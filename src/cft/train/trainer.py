@@ -40,6 +40,7 @@ class OptimConfig:
     lr: float = 5e-7
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "step"  # step: x lr_decay every lr_decay_every epochs | cosine: to 0 over the epochs
     lr_decay: float = 0.85  # multiply the learning rate by this ...
     lr_decay_every: int = 2  # ... every this many epochs
     warmup_epochs: int = 0  # linear warm-up from lr / 10 (0: none)
@@ -108,7 +109,10 @@ class Trainer:
 
     def _lr_factor(self, epoch: int) -> float:
         o = self.cfg.optim
-        factor = o.lr_decay ** (epoch // max(o.lr_decay_every, 1))
+        if o.schedule == "cosine":
+            factor = 0.5 * (1.0 + math.cos(math.pi * epoch / self.cfg.epochs))
+        else:
+            factor = o.lr_decay ** (epoch // max(o.lr_decay_every, 1))
         if o.warmup_epochs and epoch < o.warmup_epochs:
             factor *= 0.1 + 0.9 * epoch / o.warmup_epochs
         return factor
@@ -134,6 +138,8 @@ class Trainer:
 
     def _train_epoch(self, train_set: Dataset) -> dict[str, Any]:
         self.model.train()
+        if hasattr(train_set, "set_epoch"):  # a stream of fresh samples: each epoch its own
+            train_set.set_epoch(self.epoch)
         order = _epoch_order(len(train_set), self.cfg.seed, self.epoch)
         batches = list(_chunks(order, self.cfg.batch_size))
         if self.step_in_epoch == 0:
@@ -295,6 +301,8 @@ class Trainer:
 def check_train_config(cfg: TrainConfig) -> None:
     if cfg.select_by not in ("val_loss", "val_top1", "last"):
         raise CftError(f"train.select_by must be val_loss, val_top1 or last, got {cfg.select_by!r}")
+    if cfg.optim.schedule not in ("step", "cosine"):
+        raise CftError(f"train.optim.schedule must be step or cosine, got {cfg.optim.schedule!r}")
     if cfg.amp not in ("auto", "bf16", "none"):
         raise CftError(f"train.amp must be auto, bf16 or none, got {cfg.amp!r}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
