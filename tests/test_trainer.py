@@ -47,9 +47,8 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
 def _trainer(tmp_path, objective="erm", epochs=3, **train):
     torch.manual_seed(0)
     model = cft.load_model("vit_tiny_patch16_224", **{**TINY, "num_classes": 4, "img_size": (32, 48)})
-    cfg = TrainConfig(
-        epochs=epochs, batch_size=4, optim=OptimConfig(lr=1e-3, lr_decay_every=1), progress=False, **train
-    )
+    optim = train.pop("optim", OptimConfig(lr=1e-3, lr_decay_every=1))
+    cfg = TrainConfig(epochs=epochs, batch_size=4, optim=optim, progress=False, **train)
     return Trainer(model, build_objective(ObjectiveConfig(name=objective)), cfg, tmp_path, collate)
 
 
@@ -124,3 +123,37 @@ def test_bad_configs():
         build_objective(ObjectiveConfig(name="magic"))
     with pytest.raises(cft.CftError, match="must be a number"):
         load_config(TrainConfig, overrides=["optim.lr=fast"])
+
+
+def test_cosine_schedule_with_warmup(tmp_path):
+    import math
+
+    trainer = _trainer(tmp_path, epochs=4, optim=OptimConfig(lr=1e-3, schedule="cosine", warmup_epochs=1))
+    factors = [trainer._lr_factor(e) for e in range(4)]
+    expected = [0.1, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4))]
+    assert factors == pytest.approx(expected)
+
+
+class Stream(Blobs):
+    """Blobs whose items depend on the epoch the trainer announces (a stream of fresh samples)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.epochs: list[int] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs.append(epoch)
+
+
+def test_streams_hear_each_epoch_also_after_resume(tmp_path):
+    stream = Stream(8)
+    _trainer(tmp_path / "a", epochs=2).fit(stream, None)
+    assert stream.epochs == [0, 1]
+    resumed = Stream(8)
+    _trainer(tmp_path / "a", epochs=3).fit(resumed, None, resume=True)
+    assert resumed.epochs == [2]
+
+
+def test_bad_schedule_is_named(tmp_path):
+    with pytest.raises(cft.errors.CftError, match="train.optim.schedule"):
+        _trainer(tmp_path, optim=OptimConfig(schedule="linear"))
