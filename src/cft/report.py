@@ -25,25 +25,32 @@ def _tile(a: np.ndarray) -> Image.Image:
     return img.resize((img.width * SCALE, img.height * SCALE), Image.NEAREST)
 
 
+FIGURE_VARIANTS = ("original", "cft", "object-masks", "no-guidance")
+
+
 def class_grid(world, tests, models, concepts, out: Path) -> Path:
-    """Rows: one test-ood image per class. Columns: image | concept mask | relevance before | after (cft)."""
+    """Rows: one test-ood image per class. Columns: image | concept mask | cue | the relevance of each of
+    original, cft, object-masks and no-guidance (those that ran) on that same image."""
     t = tests["test-ood"]
     idx = [int(np.flatnonzero(t["labels"][: len(t["concept_masks"])] == c)[0]) for c in range(len(world.classes))]
     x = t["images"][idx]
     from cft.world.training import relevance_maps
 
+    variants = [v for v in FIGURE_VARIANTS if v in models]
+    maps = {v: relevance_maps(models[v], x) for v in variants}
     size = x.shape[-1]
-    before, after = relevance_maps(models["original"], x), relevance_maps(models["cft"], x)
     cell = size * SCALE
-    canvas = Image.new("RGB", (4 * (cell + 4) + 90, len(idx) * (cell + 4) + 18), "white")
+    titles = ("image", "concepts", "cue", *variants)
+    canvas = Image.new("RGB", (len(titles) * (cell + 4) + 90, len(idx) * (cell + 4) + 18), "white")
     draw = ImageDraw.Draw(canvas)
-    for j, title in enumerate(("image", "concepts", "before", "after cft")):
+    for j, title in enumerate(titles):
         draw.text((90 + j * (cell + 4), 2), title, fill="black")
+    white = np.array([255, 255, 255])
     for r, i in enumerate(idx):
         y = 18 + r * (cell + 4)
         draw.text((2, y + cell // 2 - 5), world.classes[t["labels"][i]], fill="black")
-        mask = (t["concept_masks"][i][..., None] * np.array([255, 255, 255])).astype(np.uint8)
-        panels = [x[r].permute(1, 2, 0).numpy(), mask, colormap(before[r]), colormap(after[r])]
+        masks = [(t[k][i][..., None] * white).astype(np.uint8) for k in ("concept_masks", "cue_masks")]
+        panels = [x[r].permute(1, 2, 0).numpy(), *masks, *(colormap(maps[v][r]) for v in variants)]
         for j, p in enumerate(panels):
             canvas.paste(_tile(p), (90 + j * (cell + 4), y))
     path = out / "figures" / "relevance_grid.png"
@@ -109,20 +116,35 @@ def markdown(results: dict[str, Any]) -> str:
     for v in m:
         o, so = m[v]["test-ood"], s[v]["test-ood"]
         lines.append(f"| {v} | {_fmt(o['seen_top1'], so['seen_top1'])} | {_fmt(o['unseen_top1'], so['unseen_top1'])} |")
+    lines += _cue_section(results)
     lines += [
         "",
-        "## Relevance alignment on test-ood (binarised at the map's mean)",
+        "## Relevance on test-ood",
         "",
-        "| variant | share on object | object mIoU | object mAP | concept mIoU | concept mAP |",
-        "|---|---|---|---|---|---|",
+        "Share of relevance on the cue, on the concept parts (relevance mass accuracy) and on the object; relevance "
+        "rank accuracy (the share of the |mask| most relevant pixels inside the concept mask); pixel accuracy, "
+        "mIoU and mAP of the map binarised at its mean, against the object and the concept masks.",
+        "",
+        "| variant | on cue | on concepts | concept rank acc. | on object | object PA | object mIoU | object mAP "
+        "| concept PA | concept mIoU | concept mAP |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in m:
         o = m[v]["test-ood"]
-        lines.append(
-            f"| {v} | {100 * o['relevance_share_object']:.1f} | {100 * o['relevance_object']['miou']:.1f} | "
-            f"{100 * o['relevance_object']['map']:.1f} | {100 * o['relevance_concepts']['miou']:.1f} | "
-            f"{100 * o['relevance_concepts']['map']:.1f} |"
-        )
+        ro, rc = o["relevance_object"], o["relevance_concepts"]
+        cells = [
+            o["relevance_share_cue"],
+            o["relevance_share_concepts"],
+            o["relevance_rank_concepts"],
+            o["relevance_share_object"],
+            ro["pixel_accuracy"],
+            ro["miou"],
+            ro["map"],
+            rc["pixel_accuracy"],
+            rc["miou"],
+            rc["map"],
+        ]
+        lines.append(f"| {v} | " + " | ".join(f"{100 * c:.1f}" for c in cells) + " |")
     ranked = sorted(m, key=lambda v: -m[v]["test-ood"]["top1"])
     lines += [
         "",
@@ -155,6 +177,39 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _cue_section(results: dict[str, Any]) -> list[str]:
+    """The premise check of the original model and, per variant, how much the cue still decides (test-ood)."""
+    d, m, s = results.get("diagnostics", {}), results["metrics"], results["std"]
+    if "oracle" not in d:
+        return []
+    p, t = d["premise"], d["premise"]["thresholds"]
+    o = m["original"]
+    lines = [
+        "",
+        "## The premise: does the original model know the objects and lean on the cue?",
+        "",
+        f"- test-id {100 * o['test-id']['top1']:.1f} % (needs >= {100 * t['test_id']:.0f}), test-ood "
+        f"{100 * o['test-ood']['top1']:.1f} % (needs <= {100 * t['test_ood']:.0f}): "
+        f"{'leans on the cue' if p['leans_on_cue'] else 'does NOT lean on the cue enough'};",
+        f"- oracle (test-ood with the cue neutralised) {100 * d['oracle']['top1']:.1f} % (needs >= "
+        f"{100 * t['oracle']:.0f} and at most {100 * t['oracle_gap']:.0f} points below test-id): "
+        f"{'strong object features' if p['object_features'] else 'object features too WEAK'}; attention oracle "
+        f"(the cue's patches hidden from every attention) {100 * d['attention_oracle']['top1']:.1f} %.",
+        "",
+        "## How much the cue decides (test-ood)",
+        "",
+        "| variant | follows a conflicting cue | top-1, cue neutralised | top-1, cue's patches hidden |",
+        "|---|---|---|---|",
+    ]
+    for v in m:
+        ood, sd = m[v]["test-ood"], s[v]["test-ood"]
+        lines.append(
+            f"| {v} | {_fmt(ood['follow_cue'], sd['follow_cue'])} | {_fmt(ood['oracle_top1'], sd['oracle_top1'])} | "
+            f"{_fmt(ood['attention_oracle_top1'], sd['attention_oracle_top1'])} |"
+        )
+    return lines
 
 
 def write_report(results, out: Path, world, tests, models, concepts) -> None:
