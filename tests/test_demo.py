@@ -119,3 +119,12 @@ def test_quick_demo_with_all_baselines(tmp_path, capsys):
     assert "## Ranking by test-ood top-1" in report and "| rrda |" in report
     with pytest.raises(CftError, match="unknown baseline"):
         demo_config({"baselines": ["dropout"]})
+
+
+def test_shipped_model_is_found_by_its_config(tmp_path):
+    from cft.demo import model_key, original_model, shipped_models
+
+    shipped = shipped_models()
+    assert model_key(demo_config()) in shipped  # the default demo has its model in the package
+    with pytest.raises(CftError, match="--from-scratch"):
+        original_model(demo_config({"world": {"mark_size": 6}}), tmp_path, from_scratch=False, progress=False)

@@ -22,6 +22,7 @@ from cft.world import (
     contact_sheet,
 )
 from cft.world.geometry import Jitter
+from cft.world.marks import MARK_COLOURS
 from cft.world.objects import paint
 
 
@@ -333,7 +334,7 @@ def test_context_only_and_neutral_cue_never_meet():
 def test_mark_cache_round_trip(marked, tmp_path):
     split = marked.split("val", 6, neutral_cue=True)
     cached = WorldSplit.load(split.save(tmp_path / "v.npz"))
-    assert cached.neutral_cue and cached.mark_ids == split.mark_ids
+    assert cached.neutral_cue and cached.cue_ids == split.cue_ids and len(split.cue_ids) == 2
     for i in range(6):
         a, b = split.sample(i), cached.sample(i)
         for k in ("image", "object_mask", "cue_mask", "label_map"):
@@ -360,3 +361,28 @@ def test_bad_cue_config_names_the_field(overrides, field):
 def test_neutral_split_needs_neutral_values():
     with pytest.raises(CftError, match="neutral"):
         SyntheticWorld(num_classes=4, num_backgrounds=4).split("test-ood", 5, neutral_cue=True)
+
+
+def test_colour_cue_paints_the_carrier():
+    world = SyntheticWorld(WorldConfig(seed=4, cue="colour", bias=1.0, context_only=0.3))
+    split, neutral = world.split("train", 40), world.split("train", 40, neutral_cue=True)
+    hidden = 0
+    for i in range(len(split)):
+        s, n = split.sample(i), neutral.sample(i)
+        carrier = CATEGORIES[world.classes[s["label"]]].carrier
+        np.testing.assert_array_equal(s["cue_mask"], s["part_masks"][carrier])
+        parts = np.zeros_like(s["object_mask"])
+        for m in s["part_masks"].values():
+            parts |= m
+        np.testing.assert_array_equal(parts, s["object_mask"])
+        if (s["object_mask"] & ~s["cue_mask"]).any():  # the object is shown
+            assert s["cue"] == s["label"]
+        else:  # a hidden object leaves its carrier alone, in the class's colour
+            hidden += 1
+        if s["cue_mask"].sum() > 20:  # the carrier's median colour is near the cue's (shading and noise aside)
+            rgb = np.median(s["image"][:, s["cue_mask"]], axis=1) / 255
+            assert np.abs(rgb - MARK_COLOURS[s["cue"]]).max() < 0.35, (i, rgb)
+        outside = ~s["cue_mask"]
+        np.testing.assert_array_equal(s["image"][:, outside], n["image"][:, outside])  # neutral: only the carrier
+        assert n["cue"] >= len(world.classes)
+    assert 5 <= hidden <= 20

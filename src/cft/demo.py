@@ -46,7 +46,7 @@ VARIANTS = ("original", "cft", "object-masks", "no-guidance")
 # by the object's mask (RobustViT's MSE on relevance, RRR's and GradMask's input-gradient penalties, RRDA's pastes).
 BASELINES = ("erm", "robustvit", "rrr", "gradmask", "rrda")
 TEST_SPLITS = ("test-id", "test-ood", "test-flipped")
-SHIPPED_MODEL = "world_vit.safetensors"
+SHIPPED_MODELS = "world_vit*.safetensors"  # in cft/assets: each records the model_key it was made with
 # CFT's premise for the original model: object features (top-1 with the cue neutralised at least `oracle`, at most
 # `oracle_gap` below test-id) and reliance on the cue (test-id at least `test_id`, test-ood at most `test_ood`)
 PREMISE = {"oracle": 0.90, "oracle_gap": 0.02, "test_id": 0.95, "test_ood": 0.70}
@@ -202,8 +202,17 @@ def run_key(cfg: DemoConfig, origin: str, concepts: dict[str, list[str]], select
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def shipped_model_path() -> Path:
-    return Path(str(resources.files("cft") / "assets" / SHIPPED_MODEL))
+def shipped_models() -> dict[str, Path]:
+    """The world models shipped in the package, by the model_key recorded in each file."""
+    from safetensors import safe_open
+
+    found = {}
+    for path in sorted(Path(str(resources.files("cft") / "assets")).glob(SHIPPED_MODELS)):
+        with safe_open(str(path), "pt") as f:
+            key = (f.metadata() or {}).get("model_key")
+        if key:
+            found[key] = path
+    return found
 
 
 # pretraining samples start here (stage k at (k + 1) * PRETRAIN_OFFSET): far from the demo's own train samples
@@ -259,18 +268,12 @@ def _epochs_done(run: Path) -> int:
 def original_model(cfg: DemoConfig, out: Path, from_scratch: bool, progress: bool) -> tuple[torch.nn.Module, str]:
     world = make_world(cfg).config
     model = cfg.model.create(world.num_classes, world.image_size)
-    shipped = shipped_model_path()
     if not from_scratch:
-        from safetensors import safe_open
-
-        if not shipped.is_file():
-            raise CftError("no shipped world model in this install; run `cft demo --from-scratch`")
-        with safe_open(str(shipped), "pt") as f:
-            key = (f.metadata() or {}).get("model_key")
-        if key != model_key(cfg):
+        shipped = shipped_models().get(model_key(cfg))
+        if shipped is None:
             raise CftError(
-                "the shipped world model was trained with another world/model/pretrain config; "
-                "run `cft demo --from-scratch` to pretrain one for this config"
+                "no shipped world model was trained with this world/model/pretrain config; "
+                "run `cft demo --from-scratch` to pretrain one for it"
             )
         return load_checkpoint(model, shipped), f"shipped ({shipped.name})"
     return load_checkpoint(model, pretrain(cfg, out / "pretrain", progress)), "pretrained from scratch"

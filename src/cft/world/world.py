@@ -24,7 +24,7 @@ __all__ = ["BIASED_SPLITS", "CUES", "MARK_PLACES", "SPLITS", "SyntheticWorld", "
 
 SPLITS = ("train", "val", "test-id", "test-ood", "test-flipped")
 BIASED_SPLITS = ("train", "val", "test-id")
-CUES = ("background", "mark")
+CUES = ("background", "mark", "colour")
 MARK_PLACES = ("object", "background")
 MARK_PARTS = ((-2, "mark"), (-2, "mark frame"))  # the mark's entries in a part table (no class's parts)
 _CACHE_KEYS = (
@@ -54,6 +54,8 @@ class WorldConfig:
     silhouette, so an object mask cannot exclude it, but off the named parts) or beside it
     (`mark_place="background"`), its corner on a multiple of `mark_grid` pixels (the patch size: the mark fills
     patches of its own), and the background texture is drawn at random, independent of the class.
+    `cue="colour"`: the value is the colour of the object's carrier part (its body, wall, hull: the largest,
+    least telling part), backgrounds again at random; a hidden object (context_only) leaves its carrier alone.
     Splits: class c carries its own cue value c with probability `bias` in train, val and test-id (else a
     uniformly random other value), a uniformly random value in test-ood and never its own in test-flipped.
     Pretraining knobs (leave them at 0 for evaluation): `context_only` is the share of samples of the biased
@@ -147,10 +149,10 @@ def _check_config(c: WorldConfig) -> None:
         _fail("cue", f"must be one of {', '.join(CUES)}", c.cue)
     if c.mark_place not in MARK_PLACES:
         _fail("mark_place", f"must be one of {', '.join(MARK_PLACES)}", c.mark_place)
-    if c.cue == "mark" and c.num_backgrounds > len(MARK_COLOURS):
+    if c.cue != "background" and c.num_backgrounds > len(MARK_COLOURS):
         _fail(
             "num_backgrounds",
-            f"must be at most {len(MARK_COLOURS)} (the mark colours) with cue='mark'",
+            f"must be at most {len(MARK_COLOURS)} (the cue colours) with cue={c.cue!r}",
             c.num_backgrounds,
         )
     if not isinstance(c.mark_size, int) or not 2 <= c.mark_size <= c.image_size // 2:
@@ -292,8 +294,17 @@ class SyntheticWorld:
             self.part_table,
             world=self,
             neutral_cue=neutral_cue,
-            mark_on_object=self.config.mark_place == "object",
+            cue_ids=self._cue_ids(),
+            cue_on_object=self.config.cue == "colour" or self.config.mark_place == "object",
         )
+
+    def _cue_ids(self) -> tuple[int, ...]:
+        """Part-table ids whose pixels are the cue: the mark and its frame, or every class's carrier part."""
+        if self.config.cue == "mark":
+            return (self._mark_id, self._mark_id + 1)
+        if self.config.cue == "colour":
+            return tuple(self._part_ids[k][CATEGORIES[name].carrier] for k, name in enumerate(self.classes))
+        return ()
 
     def _bank(self, split: str) -> BackgroundBank:
         """Background tiles of one split (each split has its own, so no two splits share background pixels)."""
@@ -309,7 +320,7 @@ class SyntheticWorld:
         rng = np.random.default_rng([c.seed, _split_code(split), 0, index])
         label = index % len(self.classes)
         count = len(self.backgrounds)
-        background = int(rng.integers(count)) if c.cue == "mark" else -1
+        background = int(rng.integers(count)) if c.cue != "background" else -1
         if split == "test-ood":
             value = int(rng.integers(count))
         elif split in BIASED_SPLITS and rng.random() < c.bias:
@@ -346,7 +357,7 @@ class SyntheticWorld:
         category, ids = CATEGORIES[self.classes[label]], self._part_ids[label]
         labels = (
             np.zeros((size, size), np.uint8)
-            if hidden
+            if hidden and c.cue != "colour"
             else draw_labels(
                 category,
                 ids,
@@ -361,6 +372,11 @@ class SyntheticWorld:
         palette = np.zeros((len(self.part_table), 3), np.float32)
         for part, rgb in sample_palette(category, rng, c.part_hue_jitter, c.part_value_jitter).items():
             palette[ids[part]] = rgb
+        if c.cue == "colour":  # the carrier part wears the cue's colour; a hidden object leaves only the carrier
+            carrier = ids[category.carrier]
+            palette[carrier] = mark_colour(cue)
+            if hidden:
+                labels[labels != carrier] = 0
         if self._mark_id is not None:
             on_object = c.mark_place == "object" and not hidden
             y, x = place_mark(labels, c.mark_size, rng, ids[category.carrier] if on_object else None, c.mark_grid)
@@ -376,7 +392,8 @@ class WorldSplit(Dataset):
 
     `sample(i)` gives numpy arrays, `split[i]` the same as torch tensors: image (3, H, W) uint8, label, background,
     cue (its value), object_mask (H, W) bool (the object's silhouette, a mark drawn on it included),
-    cue_mask (H, W) bool (the mark's pixels; the pixels off the object when the background is the cue),
+    cue_mask (H, W) bool (the mark's pixels, the carrier's with cue="colour", the pixels off the object when the
+    background is the cue),
     part_masks {part name: (H, W) bool} for the parts of the sample's class (some may be empty when a small part
     falls between pixels; a mark drawn over a part takes its pixels), label_map (H, W) uint8 part ids (see
     `part_table`) and index. Batch with `collate` (part names differ between classes).
@@ -393,16 +410,17 @@ class WorldSplit(Dataset):
         world: SyntheticWorld | None = None,
         arrays: Mapping[str, np.ndarray] | None = None,
         neutral_cue: bool = False,
-        mark_on_object: bool = True,
+        cue_ids: Sequence[int] = (),
+        cue_on_object: bool = True,
     ) -> None:
         self.name, self.size = name, size
         self.classes, self.backgrounds = tuple(classes), tuple(backgrounds)
         self.part_table = tuple((int(c), str(p)) for c, p in part_table)
         self.world = world
-        self.neutral_cue, self.mark_on_object = bool(neutral_cue), bool(mark_on_object)
+        self.neutral_cue, self.cue_on_object = bool(neutral_cue), bool(cue_on_object)
+        self.cue_ids = tuple(int(i) for i in cue_ids)  # empty: the cue is the background
         self._arrays = dict(arrays) if arrays is not None else None
         self._ids = [{p: i for i, (c, p) in enumerate(self.part_table) if c == k} for k in range(len(self.classes))]
-        self.mark_ids = [i for i, entry in enumerate(self.part_table) if entry in MARK_PARTS]
 
     def __repr__(self) -> str:
         source = "cached" if self._arrays is not None else "generated"
@@ -435,10 +453,10 @@ class WorldSplit(Dataset):
     def masks(self, label_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The object mask and the cue mask of a label map (see the class docstring)."""
         drawn = label_map > 0
-        if not self.mark_ids:
+        if not self.cue_ids:
             return drawn, ~drawn
-        mark = np.isin(label_map, self.mark_ids)
-        return (drawn if self.mark_on_object else drawn & ~mark), mark
+        cue = np.isin(label_map, self.cue_ids)
+        return (drawn if self.cue_on_object else drawn & ~cue), cue
 
     def sample(self, i: int) -> dict[str, Any]:
         """Sample i as numpy arrays (see the class docstring)."""
@@ -526,7 +544,8 @@ class WorldSplit(Dataset):
             "split": np.array(self.name),
             "config": np.array(str(config)),
             "neutral_cue": np.array(self.neutral_cue),
-            "mark_on_object": np.array(self.mark_on_object),
+            "cue_ids": np.array(self.cue_ids, np.int64),
+            "cue_on_object": np.array(self.cue_on_object),
         }
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, **payload)
@@ -559,7 +578,8 @@ class WorldSplit(Dataset):
             table,
             arrays=arrays,
             neutral_cue=bool(data.get("neutral_cue", False)),
-            mark_on_object=bool(data.get("mark_on_object", True)),
+            cue_ids=data["cue_ids"].tolist() if "cue_ids" in data else (),
+            cue_on_object=bool(data.get("cue_on_object", True)),
         )
 
 
