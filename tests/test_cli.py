@@ -157,7 +157,7 @@ def test_two_images_with_one_stem(tmp_path, image_file, capsys):
 
 
 def test_model_args_are_yaml():
-    from cft.cli import parse_model_args
+    from cft.config import parse_model_args
 
     parsed = parse_model_args(["num_classes=10", "img_size=[64, 48]", "class_token=false", "drop_rate=0.1"])
     assert parsed == {"num_classes": 10, "img_size": [64, 48], "class_token": False, "drop_rate": 0.1}

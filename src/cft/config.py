@@ -10,6 +10,7 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -124,6 +125,21 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
                 raise CftError(f"override {item!r} conflicts with an earlier override of {part}")
         node[leaf] = value
     return nested
+
+
+def parse_model_args(items: Sequence[str]) -> dict[str, object]:
+    """`--model-arg` KEY=VALUE strings to keyword arguments, each VALUE parsed as a YAML scalar or list."""
+    kwargs: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise CftError(f"--model-arg expects KEY=VALUE with KEY a Python name, got {item!r}")
+        try:
+            kwargs[key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise CftError(f"--model-arg {key}: cannot read {value!r} as a YAML value ({err})") from None
+    return kwargs
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from cft.config import parse_model_args
 from cft.errors import CftError
 
 
-def add_evaluate_command(commands) -> None:
+def add_parser(subcommands: argparse._SubParsersAction) -> None:
+    """Register `cft evaluate`."""
     from cft.data.benchmarks import BENCHMARKS
 
-    p = commands.add_parser(
+    p = subcommands.add_parser(
         "evaluate",
         help="top-1 / top-5 of checkpoints on ImageNet val/V2/A/R/Sketch, ObjectNet, SI-Score, Waterbirds, ...",
         description=(
@@ -54,7 +56,8 @@ def _floats(value: str | None, flag: str) -> tuple[float, ...] | None:
 
 
 def run_evaluate_command(args: argparse.Namespace) -> int:
-    from cft.cli import parse_model_args
+    """Evaluate the checkpoints on the benchmarks; rank 0 prints where the results went."""
+    from cft.distributed import Distributed
     from cft.evaluate.runner import EvalOptions
     from cft.evaluate.suite import EvalSpec, parse_bench_args, run_suite
 
@@ -80,34 +83,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         split=args.split,
         options=options,
     )
-    from cft.distributed import Distributed
-
     run_suite(spec, args.out)
     if Distributed.current().rank == 0:
         print(f"results: {args.out}  (table: {args.out.rsplit('.', 1)[0]}.md)")
-    return 0
-
-
-def add_run_command(commands) -> None:
-    p = commands.add_parser(
-        "run",
-        help="the whole pipeline from a recipe: concepts, masks, fine-tuning, evaluation, for several seeds",
-        description=(
-            "Run a pipeline recipe (see recipes/vit-b16-cft.yaml): concepts (proposed, filtered, validated on the "
-            "training images), masks for each seed's few-shot images, fine-tuning, evaluation of the best "
-            "checkpoint, and the mean and std over the class-subset seeds in OUT/results.json and results.md. "
-            "Every stage is cached: a rerun, or a run killed at any point, continues where it stopped."
-        ),
-    )
-    p.add_argument("recipe", metavar="RECIPE", help="the pipeline recipe (YAML)")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
-    p.set_defaults(run=run_pipeline_command)
-
-
-def run_pipeline_command(args: argparse.Namespace) -> int:
-    from cft.pipeline import load_run_recipe, run_pipeline
-
-    results = run_pipeline(load_run_recipe(args.recipe, args.set), args.out)
-    print(f"results: {args.out}/results.json ({len(results['runs'])} seeds)")
     return 0

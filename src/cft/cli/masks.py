@@ -1,4 +1,4 @@
-"""`cft masks` (segment every image's concepts into the mask store) and `cft masks show`."""
+"""`cft masks` (segment every image's concepts into the mask store) and `cft masks show` (`masks-show`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 from cft.errors import CftError
 
 
-def add_masks_commands(commands) -> None:
-    masks = commands.add_parser(
+def add_parser(subcommands: argparse._SubParsersAction) -> None:
+    """Register `cft masks` and `cft masks-show` (which `cft masks show` is routed to)."""
+    masks = subcommands.add_parser(
         "masks",
         help="segment each image's concepts into guidance masks, kept in a mask store (also: cft masks show)",
         description=(
@@ -43,13 +44,18 @@ def add_masks_commands(commands) -> None:
     masks.add_argument("--no-progress", action="store_true")
     masks.set_defaults(run=run_masks_command)
 
-    show = commands.add_parser("masks-show", help="(also `cft masks show`) draw store entries for a visual check")
+    show = subcommands.add_parser("masks-show", help="(also `cft masks show`) draw store entries for a visual check")
     show.add_argument("--store", required=True, metavar="DIR", help="the mask store folder")
     show.add_argument("--images", required=True, metavar="DIR", help="the image root the store was made from")
     show.add_argument("--image", action="append", default=[], metavar="ID", help="an image id (repeatable)")
     show.add_argument("-n", type=int, default=8, help="how many entries when no --image is given (default 8)")
     show.add_argument("--out", default="masks.png", metavar="PNG")
     show.set_defaults(run=run_masks_show)
+
+
+def route_masks_show(argv: list[str]) -> list[str]:
+    """`cft masks show ...` is the registered command `masks-show`."""
+    return ["masks-show", *argv[2:]] if argv[:2] == ["masks", "show"] else argv
 
 
 def _segmenter_options(items: list[str]) -> dict[str, object]:
@@ -59,6 +65,7 @@ def _segmenter_options(items: list[str]) -> dict[str, object]:
 
 
 def run_masks_command(args: argparse.Namespace) -> int:
+    """`cft masks`: segment each image's concepts into the mask store."""
     from cft.grounding.build import run_masks
     from cft.grounding.registry import build_segmenter
 
@@ -78,6 +85,7 @@ def run_masks_command(args: argparse.Namespace) -> int:
 
 
 def run_masks_show(args: argparse.Namespace) -> int:
+    """`cft masks show`: draw a sheet of store entries."""
     from cft.grounding.show import masks_sheet
     from cft.grounding.store import MaskStore
     from cft.io import atomic_path
@@ -93,8 +101,3 @@ def run_masks_show(args: argparse.Namespace) -> int:
         sheet.save(tmp, format="PNG")
     print(f"{out}: {len(ids)} entries")
     return 0
-
-
-def route_masks_show(argv: list[str]) -> list[str]:
-    """`cft masks show ...` is the registered command `masks-show`."""
-    return ["masks-show", *argv[2:]] if argv[:2] == ["masks", "show"] else argv

@@ -1,0 +1,39 @@
+"""The `cft` command line: one module per verb (parsing and orchestration only; the library does the work)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from cft import __version__
+from cft.cli import concepts, demo, evaluate, explain, finetune, masks, run
+from cft.errors import CftError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `cft` parser with every verb's sub-parser, in the order `cft --help` lists them."""
+    parser = argparse.ArgumentParser(
+        prog="cft",
+        description="Concept-guided Fine-Tuning (CFT) for timm Vision Transformers.",
+    )
+    parser.add_argument("--version", action="version", version=f"cft {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for verb in (explain, demo, concepts, masks, evaluate, run, finetune):
+        verb.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 a usage or input error) instead of exiting."""
+    parser = build_parser()
+    argv = masks.route_masks_show(list(sys.argv[1:] if argv is None else argv))
+    try:
+        args = parser.parse_args(argv)
+        return int(args.run(args) or 0)
+    except SystemExit as stop:  # argparse: --help, --version and usage errors
+        code = stop.code
+        return code if isinstance(code, int) else (0 if code is None else 2)
+    except CftError as err:
+        print(f"cft: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,190 @@
+"""`cft concepts propose | filter | validate | run`: the visual concepts of classes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cft.errors import CftError
+
+if TYPE_CHECKING:
+    from cft.concepts.bank import ConceptBank
+    from cft.concepts.filters import FilterConfig
+    from cft.concepts.llm import LLM
+    from cft.concepts.validate import ValidationConfig
+
+
+def add_parser(subcommands: argparse._SubParsersAction) -> None:
+    """Register `cft concepts` and its verbs."""
+    concepts = subcommands.add_parser("concepts", help="propose, filter and validate the visual concepts of classes")
+    verbs = concepts.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    propose = verbs.add_parser("propose", help="ask an LLM (or read a bank file) for each class's concepts")
+    _llm_options(propose)
+    propose.add_argument("--out", required=True, metavar="FILE", help="the concept bank JSON to write")
+    propose.set_defaults(run=run_concepts_propose)
+
+    filt = verbs.add_parser("filter", help="drop long, class-like and near-duplicate concepts (reasons kept)")
+    filt.add_argument("bank", metavar="BANK")
+    filt.add_argument("--classes", help="all class names to compare against (default: the bank's classes)")
+    _filter_options(filt)
+    filt.add_argument("--out", required=True, metavar="FILE")
+    filt.set_defaults(run=run_concepts_filter)
+
+    val = verbs.add_parser("validate", help="keep concepts a segmenter finds (occurrence, coverage); world only")
+    val.add_argument("bank", metavar="BANK")
+    val.add_argument(
+        "--segmenter",
+        choices=("world",),
+        default="world",
+        help="world: the synthetic world's images and segmenter (real segmenters: a later release)",
+    )
+    _validate_options(val)
+    val.add_argument("--out", required=True, metavar="FILE")
+    val.set_defaults(run=run_concepts_validate)
+
+    every = verbs.add_parser("run", help="propose, filter and (for world classes) validate in one go")
+    _llm_options(every)
+    _filter_options(every)
+    _validate_options(every)
+    every.add_argument("--out", required=True, metavar="FILE")
+    every.set_defaults(run=run_concepts_all)
+
+
+def _llm_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--classes",
+        required=True,
+        help="comma list, a text file (one per line), a folder of class "
+        "folders, 'imagenet' (timm's 1000 names) or 'world' (the synthetic world's classes)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("openai", "gguf", "bank"),
+        default="gguf",
+        help="openai: any OpenAI-compatible server; gguf: a local model (default: the packaged "
+        "Gemma 3 270M); bank: a hand-written concept bank file",
+    )
+    p.add_argument("--base-url", help="openai: the server's base URL, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--model", help="openai: the model name; gguf: a .gguf file (default: the packaged Gemma)")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="openai: the variable holding the API key")
+    p.add_argument("--bank", metavar="FILE", help="bank: the hand-written bank (JSON or YAML)")
+    p.add_argument("--samples", type=int, default=2, help="answers per prompt (default 2)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=60.0, help="openai: seconds per request")
+    p.add_argument("--concurrency", type=int, default=4, help="prompts in flight at once")
+    p.add_argument("--cache", metavar="DIR", help="response cache (default: OUT's folder/llm-cache)")
+
+
+def _filter_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-length", type=int, default=30)
+    p.add_argument("--class-similarity", type=float, default=0.85)
+    p.add_argument("--duplicate-similarity", type=float, default=0.9)
+    p.add_argument("--text-model", default="all-MiniLM-L6-v2", help="sentence-transformers model or folder")
+
+
+def _validate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images-per-class", type=int, default=30)
+    p.add_argument("--min-occurrence", type=float, default=0.15)
+    p.add_argument("--min-coverage", type=float, default=0.20)
+
+
+def _llm(args: argparse.Namespace) -> LLM:
+    from cft.concepts.stage import make_llm
+
+    return make_llm(
+        args.backend, args.model, args.base_url, args.api_key_env, args.timeout, args.concurrency,
+        missing="--base-url URL and --model NAME",
+    )  # fmt: skip
+
+
+def _proposed_bank(args: argparse.Namespace) -> tuple[ConceptBank, list[str]]:
+    from cft.concepts.classes import resolve_classes
+    from cft.concepts.llm import ResponseCache, Sampling
+    from cft.concepts.stage import hand_bank, propose_bank
+
+    classes = resolve_classes(args.classes)
+    if args.backend == "bank":
+        if not args.bank:
+            raise CftError("--backend bank needs --bank FILE")
+        return hand_bank(args.bank, classes), classes
+    if args.samples < 1 or args.max_tokens < 1:
+        raise CftError("--samples and --max-tokens must be at least 1")
+    sampling = Sampling(temperature=args.temperature, n=args.samples, max_tokens=args.max_tokens, seed=args.seed)
+    cache = ResponseCache(args.cache or Path(args.out).parent / "llm-cache")
+    return propose_bank(_llm(args), classes, sampling, cache, args.concurrency, progress=sys.stderr.isatty()), classes
+
+
+def _filter_config(args: argparse.Namespace) -> FilterConfig:
+    from cft.concepts.filters import FilterConfig
+
+    return FilterConfig(args.max_length, args.class_similarity, args.duplicate_similarity, args.text_model)
+
+
+def _validation_config(args: argparse.Namespace) -> ValidationConfig:
+    from cft.concepts.validate import ValidationConfig
+
+    return ValidationConfig(args.images_per_class, args.min_occurrence, args.min_coverage)
+
+
+def _save_bank(bank: ConceptBank, out: str, stats: dict[str, Any] | None = None) -> None:
+    from cft.io import write_json_atomic
+
+    bank.save(out)
+    if stats is not None:
+        write_json_atomic(Path(out).with_suffix(".stats.json"), stats)
+    kept = sum(len(v) for v in bank.concepts.values())
+    dropped = sum(len(v) for v in bank.dropped.values())
+    print(f"{out}: {kept} concepts kept over {len(bank.concepts)} classes, {dropped} dropped")
+
+
+def run_concepts_propose(args: argparse.Namespace) -> int:
+    """`cft concepts propose`: each class's concepts from an LLM or a bank file."""
+    bank, _ = _proposed_bank(args)
+    _save_bank(bank, args.out)
+    return 0
+
+
+def run_concepts_filter(args: argparse.Namespace) -> int:
+    """`cft concepts filter`: drop long, class-like and near-duplicate concepts."""
+    from cft.concepts.bank import ConceptBank
+    from cft.concepts.classes import resolve_classes
+    from cft.concepts.stage import filter_stage
+
+    bank = ConceptBank.load(args.bank)
+    names = resolve_classes(args.classes) if args.classes else list(bank.concepts)
+    _save_bank(filter_stage(bank, names, _filter_config(args)), args.out)
+    return 0
+
+
+def run_concepts_validate(args: argparse.Namespace) -> int:
+    """`cft concepts validate`: keep the concepts the world's segmenter finds."""
+    from cft.concepts.bank import ConceptBank
+    from cft.concepts.stage import validate_in_world
+
+    bank, stats = validate_in_world(ConceptBank.load(args.bank), _validation_config(args))
+    _save_bank(bank, args.out, stats)
+    return 0
+
+
+def run_concepts_all(args: argparse.Namespace) -> int:
+    """`cft concepts run`: propose, filter and (for world classes) validate."""
+    from cft.concepts.stage import filter_stage, validate_in_world
+    from cft.world import SyntheticWorld
+
+    bank, classes = _proposed_bank(args)
+    bank = filter_stage(bank, classes, _filter_config(args))
+    stats = None
+    if set(bank.concepts) <= set(SyntheticWorld().classes):
+        bank, stats = validate_in_world(bank, _validation_config(args))
+    else:
+        print(
+            "cft: note: validation needs a segmenter for these images; only world classes are validated here",
+            file=sys.stderr,
+        )
+    _save_bank(bank, args.out, stats)
+    return 0
