@@ -48,7 +48,6 @@ from transformers import (  # noqa: E402
 )
 
 from cft.errors import CftError  # noqa: E402
-from cft.grounding.base import IdentifiedSegmenter, Segmenter  # noqa: E402
 from cft.grounding.hf import SAM3, CLIPSeg, GroundedSAM, OWLv2SAM, SamMasker  # noqa: E402
 from cft.grounding.hf_boxes import (  # noqa: E402
     grounding_prompt,
@@ -60,6 +59,7 @@ from cft.grounding.hf_boxes import (  # noqa: E402
 from cft.grounding.hf_common import clip_boxes, found, heatmap_mask, union  # noqa: E402
 from cft.grounding.hf_dense import select_images  # noqa: E402
 from cft.grounding.registry import SEGMENTERS, build_segmenter, segmenter_options  # noqa: E402
+from cft.segmenter import IdentifiedSegmenter, Segmenter  # noqa: E402
 
 WORDS = ["cat", "dog", "water", "wheel", "red", "sky"]
 SIZES = [(40, 50), (64, 30), (33, 33)]  # (H, W) of the test images: all different

@@ -17,7 +17,7 @@ import numpy as np
 
 from cft.concepts.bank import ConceptBank
 from cft.errors import CftError
-from cft.grounding.base import Segmenter
+from cft.segmenter import Segmenter
 
 
 @dataclass(frozen=True)

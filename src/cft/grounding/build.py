@@ -22,9 +22,9 @@ from cft.data.bench_common import IMAGE_SUFFIXES, imagenet_wnids
 from cft.data.images import load_image
 from cft.distributed import Distributed
 from cft.errors import CftError
-from cft.grounding.base import IdentifiedSegmenter as Segmenter
 from cft.grounding.store import GUIDANCE_MODES, MaskStore, class_key
 from cft.io import write_json_atomic
+from cft.segmenter import IdentifiedSegmenter as Segmenter
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ import torch
 from transformers import AutoModelForMaskGeneration, AutoModelForZeroShotObjectDetection, AutoProcessor
 
 from cft.errors import CftError
-from cft.grounding.base import PhraseMasks
 from cft.grounding.hf_common import (
     CUSTOM,
     HFSegmenter,
@@ -30,6 +29,7 @@ from cft.grounding.hf_common import (
     to_pil,
     union,
 )
+from cft.segmenter import PhraseMasks
 
 DEFAULT_SAM = "facebook/sam-vit-huge"
 DEFAULT_GROUNDING_DINO = "IDEA-Research/grounding-dino-base"

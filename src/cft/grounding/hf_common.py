@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cft.errors import CftError
-from cft.grounding.base import PhraseMasks
+from cft.segmenter import PhraseMasks
 
 ModelPair = tuple[Any, Any]  # (model, processor), already built by the caller
 CUSTOM = "custom"  # what identity() reports for a model given as objects instead of an id

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor, Sam3Model, Sam3Processor
 
-from cft.grounding.base import PhraseMasks
 from cft.grounding.hf_common import (
     CUSTOM,
     HFSegmenter,
@@ -26,6 +25,7 @@ from cft.grounding.hf_common import (
     to_pil,
     union,
 )
+from cft.segmenter import PhraseMasks
 
 DEFAULT_SAM3 = "facebook/sam3"
 DEFAULT_CLIPSEG = "CIDAS/clipseg-rd64-refined"

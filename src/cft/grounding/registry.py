@@ -6,7 +6,7 @@ import inspect
 from typing import Any
 
 from cft.errors import CftError
-from cft.grounding.base import IdentifiedSegmenter
+from cft.segmenter import IdentifiedSegmenter
 
 SEGMENTERS = ("grounded-sam", "sam3", "owlv2-sam", "clipseg", "world")
 

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from cft.errors import CftError
-from cft.grounding.base import PhraseMasks
 from cft.grounding.guidance import foreground_fraction, guidance_mask, is_suspect
 from cft.io import write_bytes_atomic, write_json_atomic
+from cft.segmenter import PhraseMasks
 
 STORE_VERSION = 1
 GUIDANCE_MODES = ("union", "weighted")

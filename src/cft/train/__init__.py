@@ -1,16 +1,13 @@
-"""Fine-tuning: the objectives and the one trainer."""
+"""Fine-tuning: the objectives (a registry by name, filled by the modules imported here) and the one trainer."""
 
+from cft.train.base import OBJECTIVES, Objective, ObjectiveConfig, StepOutput, build_objective, register_objective
+
+# registration order is the order every message lists the objectives in
+# isort: off
+from cft.train.objectives import Classification, ConsistencyOnly, RelevanceGuided
 from cft.train.baselines import RRDA, RRR, GradMask
-from cft.train.objectives import (
-    OBJECTIVES,
-    Classification,
-    ConsistencyOnly,
-    Objective,
-    ObjectiveConfig,
-    RelevanceGuided,
-    StepOutput,
-    build_objective,
-)
+
+# isort: on
 from cft.train.recipe import FinetuneRecipe, load_recipe, run_finetune
 from cft.train.trainer import FitResult, OptimConfig, TrainConfig, Trainer
 
@@ -32,5 +29,6 @@ __all__ = [
     "Trainer",
     "build_objective",
     "load_recipe",
+    "register_objective",
     "run_finetune",
 ]

@@ -22,7 +22,7 @@ from torch import nn
 
 from cft.errors import CftError
 from cft.relevance.capture import capture
-from cft.train.objectives import StepOutput
+from cft.train.base import Objective, ObjectiveConfig, StepOutput, register_objective
 
 # Default penalty weights (objective.input_grad_weight = null picks these).
 # RRR: l2_grads = 1000, the default of Ross et al.'s reference code for the same sum-over-inputs penalty.
@@ -186,3 +186,18 @@ class RRDA:
             terms["ce_original"] = F.cross_entropy(logits / self.temperature, labels)
             terms["loss"] = terms["loss"] + self.original_weight * terms["ce_original"]
         return StepOutput(terms, logits)
+
+
+@register_objective("rrr")
+def _rrr(cfg: ObjectiveConfig) -> Objective:
+    return RRR(RRR_WEIGHT if cfg.input_grad_weight is None else cfg.input_grad_weight, cfg.temperature)
+
+
+@register_objective("gradmask")
+def _gradmask(cfg: ObjectiveConfig) -> Objective:
+    return GradMask(GRADMASK_WEIGHT if cfg.input_grad_weight is None else cfg.input_grad_weight, cfg.temperature)
+
+
+@register_objective("rrda")
+def _rrda(cfg: ObjectiveConfig) -> Objective:
+    return RRDA(cfg.rrda_original_weight, cfg.temperature)

@@ -21,7 +21,7 @@ from torch import nn
 from cft.config import from_dict, merge, parse_overrides, read_yaml, save_config, to_dict
 from cft.errors import CftError
 from cft.io import write_json_atomic
-from cft.train.objectives import ObjectiveConfig, build_objective
+from cft.train.base import ObjectiveConfig, build_objective
 from cft.train.trainer import FitResult, TrainConfig, Trainer, check_run_dir, check_train_config
 
 WORLD_VIT = "world-vit"

@@ -30,7 +30,7 @@ from cft.distributed import Distributed, device_for
 from cft.errors import CftError
 from cft.io import atomic_path
 from cft.models import save_checkpoint
-from cft.train.objectives import Objective
+from cft.train.base import Objective
 
 STATE_FILE = "state.pt"
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from cft.errors import CftError
-from cft.grounding.base import PhraseMasks
+from cft.segmenter import PhraseMasks
 from cft.text import DEFAULT_TEXT_MODEL, similarity
 
 Similarity = Callable[[Sequence[str], Sequence[str]], np.ndarray]

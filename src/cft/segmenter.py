@@ -1,4 +1,5 @@
-"""The segmenter interface every grounding backend implements, the synthetic world's included."""
+"""The segmenter interface every grounding backend implements, the synthetic world's included (core: both the
+concept stage, which validates with a segmenter, and the grounding stage, which builds masks with one, import it)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,108 @@
+"""What every training objective shares: its step output, its protocol, its config and the registry by name.
+
+Objectives register a builder (ObjectiveConfig -> Objective) under their name; `build_objective` checks the
+config and calls it. The objectives live in `cft.train.objectives` (erm, cft, no-guidance, robustvit) and
+`cft.train.baselines` (rrr, gradmask, rrda); both import this module, never each other.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from cft.errors import CftError
+from cft.losses import ALIGNMENT_FORMS
+from cft.relevance import METHODS
+
+
+@dataclass
+class StepOutput:
+    terms: dict[str, torch.Tensor]  # "loss" is the total that is minimised
+    logits: torch.Tensor
+
+
+class Objective(Protocol):
+    needs_mask: bool
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput: ...
+
+
+@dataclass
+class ObjectiveConfig:
+    """Which objective and its weights. Defaults are the paper's CFT settings
+    (align 0.8, cls 0.2, grad-rollout relevance of the predicted class, the paper's loss form).
+
+    name: erm (CE on the labels) | cft | no-guidance (cft's classification term alone) | robustvit (cft with
+    RobustViT's MSE alignment, for object masks) | rrr | gradmask (input-gradient penalties off the mask) |
+    rrda (foregrounds pasted on other images' backgrounds). The baselines rrr, gradmask and rrda use the
+    labels in their CE whatever cls_target says; temperature divides the logits in every CE but erm's.
+    """
+
+    name: str = "cft"  # erm | cft | no-guidance | robustvit | rrr | gradmask | rrda
+    form: str = "paper"  # paper | bce | robustvit (the alignment term of cft; robustvit always uses its own)
+    method: str = "grad-rollout"
+    create_graph: bool | None = None  # relevance: null = the method's default; rrr/gradmask: null or true only
+    align_weight: float = 0.8
+    cls_weight: float = 0.2
+    temperature: float = 1.0
+    concept_weight: float | None = None  # form robustvit: the foreground weight (null: 0.3)
+    non_concept_weight: float | None = None  # form robustvit: the background weight (null: 2.0)
+    cls_target: str = "self"  # self (the model's own argmax) | label (ground truth)
+    mask_resolution: str = "image"  # image (upsample relevance) | patch (pool the mask to the grid)
+    relevance_target: str | None = None  # predicted | label; null: label for robustvit, predicted for cft
+    input_grad_weight: float | None = None  # rrr/gradmask penalty weight; null: 1000 for rrr, 4 for gradmask
+    rrda_original_weight: float = 1.0  # rrda: weight of the CE on the unaltered images (0: composites only)
+
+
+ObjectiveBuilder = Callable[[ObjectiveConfig], Objective]
+OBJECTIVES: dict[str, ObjectiveBuilder] = {}  # name -> builder, filled by the modules that define objectives
+
+
+def register_objective(name: str) -> Callable[[ObjectiveBuilder], ObjectiveBuilder]:
+    """Decorator: register `builder` as the objective `name` (a second registration of a name is a bug)."""
+
+    def add(builder: ObjectiveBuilder) -> ObjectiveBuilder:
+        if name in OBJECTIVES:
+            raise ValueError(f"objective {name!r} is registered twice")
+        OBJECTIVES[name] = builder
+        return builder
+
+    return add
+
+
+def build_objective(cfg: ObjectiveConfig) -> Objective:
+    """The objective `cfg.name` with its settings; a bad value raises CftError naming the objective.* field."""
+    _check_config(cfg)
+    return OBJECTIVES[cfg.name](cfg)
+
+
+def _check_config(cfg: ObjectiveConfig) -> None:
+    if cfg.name not in OBJECTIVES:
+        raise CftError(f"objective.name must be one of {', '.join(OBJECTIVES)}; got {cfg.name!r}")
+    if cfg.form not in ALIGNMENT_FORMS:
+        raise CftError(f"objective.form must be one of {', '.join(ALIGNMENT_FORMS)}, got {cfg.form!r}")
+    if cfg.method not in METHODS:
+        raise CftError(f"objective.method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if cfg.cls_target not in ("self", "label"):
+        raise CftError(f"objective.cls_target must be 'self' or 'label', got {cfg.cls_target!r}")
+    if cfg.mask_resolution not in ("image", "patch"):
+        raise CftError(f"objective.mask_resolution must be 'image' or 'patch', got {cfg.mask_resolution!r}")
+    if cfg.relevance_target not in (None, "predicted", "label"):
+        raise CftError(f"objective.relevance_target must be 'predicted', 'label' or null, got {cfg.relevance_target!r}")
+    weights = ("align_weight", "cls_weight", "concept_weight", "non_concept_weight", "input_grad_weight")
+    for name in (*weights, "rrda_original_weight"):
+        value = getattr(cfg, name)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise CftError(f"objective.{name} must be a finite number >= 0, got {value}")
+    if not (math.isfinite(cfg.temperature) and cfg.temperature > 0):
+        raise CftError(f"objective.temperature must be > 0, got {cfg.temperature}")
+    if cfg.name in ("rrr", "gradmask") and cfg.create_graph is False:
+        raise CftError(
+            f"objective.create_graph=false makes the {cfg.name} penalty a constant that never trains the model "
+            "(the bug of the original scripts); leave it null"
+        )
