@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import cft
 from cft.losses import CFTLoss
-from cft.relevance.hf import HFClassifier
+from cft.models.hf import HFClassifier
 from tests.conftest import tiny_vit
 from tests.reference import minmax
 

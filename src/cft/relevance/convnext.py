@@ -20,13 +20,13 @@ Maps are min-max normalised per image by `cft.relevance` and stay in the autogra
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
 from cft.errors import CftError
+from cft.models import is_timm_convnext
 from cft.relevance.capture import Captured
 from cft.relevance.methods import METHODS, Backend, Method, Trace
 
@@ -43,12 +43,6 @@ CONVNEXT_METHODS: dict[str, Method] = {
     "gradcam": Method(feature_gradcam, False, False, True, feature_gradcam.__doc__ or ""),
     "input-grad": METHODS["input-grad"],
 }
-
-
-def is_timm_convnext(model: nn.Module) -> bool:
-    """True for an instance of timm's ConvNeXt class (convnext_*, convnextv2_*)."""
-    module = sys.modules.get("timm.models.convnext")  # not imported: the model cannot be one
-    return module is not None and isinstance(model, module.ConvNeXt)
 
 
 def backend(model: nn.Module) -> Backend | None:

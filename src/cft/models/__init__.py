@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,12 @@ def vit_layout(model: nn.Module) -> ViTLayout:
     )
 
 
+def is_timm_convnext(model: nn.Module) -> bool:
+    """True for an instance of timm's ConvNeXt class (convnext_*, convnextv2_*)."""
+    module = sys.modules.get("timm.models.convnext")  # not imported: the model cannot be one
+    return module is not None and isinstance(model, module.ConvNeXt)
+
+
 def load_model(
     name: str,
     pretrained: bool = False,
@@ -73,12 +80,12 @@ def load_model(
     only while it reads them, so plain inference and training keep the fast kernel. timm ConvNeXt and
     ConvNeXt-V2 (convnext_*, convnextv2_*) are accepted as they are.
     "hf:<hub id or local folder>": a Hugging Face ViT / DeiT / DINOv2 / ConvNeXt-V2 classifier with eager
-    attention, wrapped so that model(images) returns logits (`cft.relevance.hf.HFClassifier`); pretrained
+    attention, wrapped so that model(images) returns logits (`cft.models.hf.HFClassifier`); pretrained
     loads its weights (otherwise the architecture only, random weights) and the keyword arguments override
     its config (num_labels=..., and interpolate_pos_encoding=True for other image sizes).
     """
     if name.startswith("hf:"):
-        from cft.relevance.hf import load_hf_model
+        from cft.models.hf import load_hf_model
 
         model = load_hf_model(name.removeprefix("hf:"), pretrained=pretrained, **timm_kwargs)
         return load_checkpoint(model, checkpoint) if checkpoint is not None else model
@@ -94,8 +101,6 @@ def load_model(
         raise CftError(f"model {name!r} does not take these arguments {sorted(timm_kwargs)}: {err}") from None
     except Exception as err:  # noqa: BLE001 - timm's own complaints: bad sizes, no network for pretrained, ...
         raise _creation_error(name, timm_kwargs, pretrained, err) from None
-    from cft.relevance.convnext import is_timm_convnext
-
     if not is_timm_convnext(model):
         vit_layout(model)
     if checkpoint is not None:
