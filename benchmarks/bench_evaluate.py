@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import cft
-from cft.data.benchmarks import load_benchmark
+from cft.data.evalsets import load_benchmark
 from cft.evaluate.runner import EvalOptions, eval_transform, predict_topk
 
 

@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, default_collate
 
-from cft.data.masked import PairedTransform, StoreImageDataset
-from cft.grounding.build import ImageItem
+from cft.data.folders import ImageItem
 from cft.grounding.store import MaskStore
+from cft.train.masked_data import PairedTransform, StoreImageDataset
 
 
 def rate(n: int, seconds: float) -> str:

@@ -14,9 +14,9 @@ from torch import nn
 from torchvision import transforms as T
 
 from cft.cli import main
-from cft.data.bench_common import imagenet_wnids
-from cft.data.bench_lists import IMAGENET_A_WNIDS
-from cft.data.benchmarks import load_benchmark
+from cft.data.classes import imagenet_wnids
+from cft.data.evalsets import load_benchmark
+from cft.data.evalsets.class_lists import IMAGENET_A_WNIDS
 from cft.errors import CftError
 from cft.evaluate.runner import EvalOptions, aggregate, predict_topk, score
 from cft.evaluate.suite import parse_bench_args
@@ -107,7 +107,7 @@ def test_waterbirds_groups(tmp_path):
             f.write(f"{i},{name},{y},{split},{place},x.jpg\n")
             write(tmp_path / name, pred)
     (bench,) = load_benchmark("waterbirds", tmp_path)
-    from cft.data.benchmarks import group_sizes
+    from cft.data.evalsets import group_sizes
 
     result = score(bench, predict_topk(ColourModel(2), bench, OPTS, TO_TENSOR), None, group_sizes(tmp_path))
     # test groups (2y + place): 0 right, 1 wrong, 2 wrong, 3 right; training sizes: group 0: 2, group 3: 1, others 0
@@ -214,7 +214,7 @@ def test_waterbirds_needs_a_two_class_model(tmp_path, capsys):
 
 
 def test_imagenet_seg_scores_relevance(tmp_path):
-    from tests.test_benchmarks import _write_mat
+    from tests.test_eval_sets import _write_mat
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(3)]

@@ -15,8 +15,9 @@ import pytest
 from PIL import Image
 
 from cft.concepts.bank import ConceptBank
+from cft.data.folders import list_images
 from cft.errors import CftError
-from cft.grounding.build import build_masks, list_images, run_masks, shard
+from cft.grounding.build import build_masks, run_masks, shard
 from cft.grounding.store import MaskStore
 from tests.masks_helpers import CLASSES, FakeSegmenter, expected_mask, write_bank, write_tree
 

@@ -116,9 +116,9 @@ def _mark(folder: Path, key: str) -> None:
 
 # ---- stages --------------------------------------------------------------------------------------------------
 def concept_stage(recipe: RunRecipe, out: Path, class_names: list[str], segmenter, images, log) -> Path:
-    from cft.concepts.classes import resolve_classes
     from cft.concepts.llm import ResponseCache
     from cft.concepts.stage import filter_stage, hand_bank, propose_bank
+    from cft.data.classes import resolve_classes
 
     c = recipe.concepts
     folder = out / "concepts"

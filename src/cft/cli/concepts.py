@@ -103,9 +103,9 @@ def _llm(args: argparse.Namespace) -> LLM:
 
 
 def _proposed_bank(args: argparse.Namespace) -> tuple[ConceptBank, list[str]]:
-    from cft.concepts.classes import resolve_classes
     from cft.concepts.llm import ResponseCache, Sampling
     from cft.concepts.stage import hand_bank, propose_bank
+    from cft.data.classes import resolve_classes
 
     classes = resolve_classes(args.classes)
     if args.backend == "bank":
@@ -152,8 +152,8 @@ def run_concepts_propose(args: argparse.Namespace) -> int:
 def run_concepts_filter(args: argparse.Namespace) -> int:
     """`cft concepts filter`: drop long, class-like and near-duplicate concepts."""
     from cft.concepts.bank import ConceptBank
-    from cft.concepts.classes import resolve_classes
     from cft.concepts.stage import filter_stage
+    from cft.data.classes import resolve_classes
 
     bank = ConceptBank.load(args.bank)
     names = resolve_classes(args.classes) if args.classes else list(bank.concepts)

@@ -10,7 +10,7 @@ from cft.errors import CftError
 
 def add_parser(subcommands: argparse._SubParsersAction) -> None:
     """Register `cft evaluate`."""
-    from cft.data.benchmarks import BENCHMARKS
+    from cft.data.evalsets import BENCHMARKS
 
     p = subcommands.add_parser(
         "evaluate",

@@ -39,7 +39,7 @@ class EvalSpec:
 
 def parse_bench_args(items: Sequence[str]) -> dict[str, str]:
     """["imagenet-a=/data/imagenet-a", ...] to {name: path}; a name given twice is an error."""
-    from cft.data.benchmarks import BENCHMARKS
+    from cft.data.evalsets import BENCHMARKS
 
     out: dict[str, str] = {}
     for item in items:
@@ -76,8 +76,8 @@ def _run_label(checkpoint: str | None, spec: EvalSpec) -> str:
 
 def run_suite(spec: EvalSpec, out: str | Path, log=print) -> dict[str, Any]:
     """Evaluate every checkpoint on every benchmark; write OUT (JSON), OUT's .md and _per_class.csv siblings."""
-    from cft.concepts.classes import imagenet_class_names
-    from cft.data.benchmarks import load_benchmark, read_seg_item
+    from cft.data.classes import imagenet_class_names
+    from cft.data.evalsets import load_benchmark, read_seg_item
     from cft.models import load_model
 
     out = Path(out)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cft.data.folders import ImageItem, list_images, read_image_list
 from cft.errors import CftError
-from cft.grounding.build import ImageItem, list_images, read_image_list
 
 
 @dataclass
@@ -38,11 +38,11 @@ def label_space(d: Any) -> list[str]:
     if d.source == "waterbirds":
         return list(WATERBIRDS_CLASSES)
     if d.source == "grouped":
-        from cft.data.bench_waterbirds import GROUPED, read_metadata
+        from cft.data.evalsets.waterbirds import GROUPED, read_metadata
 
         return [str(c) for c in range(max(r.y for r in read_metadata(root, GROUPED)) + 1)]
     if d.classes == "imagenet":
-        from cft.concepts.classes import imagenet_class_names
+        from cft.data.classes import imagenet_class_names
 
         return imagenet_class_names()
     if d.classes != "folders":
@@ -57,7 +57,7 @@ def label_space(d: Any) -> list[str]:
 
 def _grouped_items(d: Any, split: int) -> list[ImageItem]:
     """The images of one split of a waterbirds / grouped dataset (image ids: paths relative to the data root)."""
-    from cft.data.bench_waterbirds import GROUPED, WATERBIRDS, dataset_root, read_rows
+    from cft.data.evalsets.waterbirds import GROUPED, WATERBIRDS, dataset_root, read_rows
 
     fmt = WATERBIRDS if d.source == "waterbirds" else GROUPED
     root = dataset_root(fmt, d.root)
@@ -67,7 +67,7 @@ def _grouped_items(d: Any, split: int) -> list[ImageItem]:
 
 def _transforms(d: Any, model: Any) -> tuple[Any, Any]:
     from cft.data.images import preprocessor
-    from cft.data.masked import PairedTransform
+    from cft.train.masked_data import PairedTransform
 
     config = preprocessor(model).config
     mean = tuple(d.mean) if d.mean is not None else tuple(config["mean"])
@@ -129,7 +129,7 @@ def choose_images(d: Any) -> ImageChoice:
 def disk_data(d: Any, model: Any, needs_mask: bool) -> DiskData:
     """The train (and val) sets of a `folder`, `waterbirds` or `grouped` data section. Validation images of a
     separate `val_root` take their masks from `val_store` (their ids are relative to `val_root`)."""
-    from cft.data.masked import StoreImageDataset
+    from cft.train.masked_data import StoreImageDataset
 
     choice = choose_images(d)
     index = {n: i for i, n in enumerate(choice.class_names)}

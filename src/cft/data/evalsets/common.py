@@ -1,15 +1,13 @@
-"""What every benchmark reader shares: the Sample / Benchmark records, image listing, ImageNet-1k class lookups."""
+"""What every evaluation-set reader shares: the Sample / Benchmark records and the checks of a layout."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
+from cft.data.folders import image_files, subfolders
 from cft.errors import CftError
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
 @dataclass(frozen=True)
@@ -31,47 +29,6 @@ class Benchmark:
     allowed: tuple[int, ...] | None  # restrict the logits to these classes before top-k; None = all
     num_classes: int  # size of the label space `targets` refer to (1000, or 2 for waterbirds)
     info: dict = field(default_factory=dict)  # protocol, root, counts (JSON-serialisable)
-
-
-@lru_cache(maxsize=1)
-def imagenet_wnids() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k wnids in index order (timm's ImageNetInfo; sorted wnids, the torchvision order)."""
-    from timm.data import ImageNetInfo
-
-    return tuple(ImageNetInfo().label_names())
-
-
-@lru_cache(maxsize=1)
-def wnid_to_index() -> dict[str, int]:
-    """wnid -> ImageNet-1k index."""
-    return {w: i for i, w in enumerate(imagenet_wnids())}
-
-
-def _visible(path: Path) -> bool:
-    return not path.name.startswith(".")
-
-
-def subfolders(root: Path) -> list[Path]:
-    """The non-hidden sub-folders of `root`, sorted by name."""
-    return sorted((p for p in root.iterdir() if p.is_dir() and _visible(p)), key=lambda p: p.name)
-
-
-def image_files(folder: Path) -> list[Path]:
-    """Image files under `folder` (recursive, hidden entries skipped), sorted by relative path."""
-    found = [
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and p.is_file()
-        and all(_visible(part) for part in p.relative_to(folder).parents if part.name)
-        and _visible(p)
-    ]
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
-
-
-def flat_images(folder: Path) -> list[Path]:
-    """Image files directly in `folder`, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and _visible(p) and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def require_dir(name: str, root: Path, layout: str) -> Path:

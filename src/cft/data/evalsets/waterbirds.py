@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cft.data.bench_common import Benchmark, Sample, require_dir, sort_samples, unwrap
+from cft.data.evalsets.common import Benchmark, Sample, require_dir, sort_samples, unwrap
 from cft.errors import CftError
 
 METADATA = "metadata.csv"

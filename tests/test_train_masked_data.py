@@ -9,11 +9,12 @@ from PIL import Image
 from torch.utils.data import default_collate
 
 from cft.concepts.bank import ConceptBank
-from cft.data.masked import PairedTransform, StoreImageDataset
+from cft.data.folders import list_images
 from cft.errors import CftError
-from cft.grounding.build import build_masks, list_images
+from cft.grounding.build import build_masks
 from cft.grounding.store import MaskStore
 from cft.train import ObjectiveConfig, OptimConfig, TrainConfig, Trainer, build_objective
+from cft.train.masked_data import PairedTransform, StoreImageDataset
 from tests.masks_helpers import FakeSegmenter, write_bank, write_tree
 
 

@@ -1,13 +1,28 @@
-"""Which classes to propose concepts for: a class spec string to a list of class names."""
+"""Class lists: ImageNet-1k names and wnids, the world's classes, and a class spec string to class names."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from cft.errors import CftError
 
 # ImageNet readable names that collide (two synsets, the same first synonym): disambiguated by index.
 _IMAGENET_OVERRIDES = {134: "crane (bird)", 517: "crane (machine)", 638: "maillot", 639: "tank suit"}
+
+
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k wnids in index order (timm's ImageNetInfo; sorted wnids, the torchvision order)."""
+    from timm.data import ImageNetInfo
+
+    return tuple(ImageNetInfo().label_names())
+
+
+@lru_cache(maxsize=1)
+def wnid_to_index() -> dict[str, int]:
+    """wnid -> ImageNet-1k index."""
+    return {w: i for i, w in enumerate(imagenet_wnids())}
 
 
 def imagenet_class_names() -> list[str]:

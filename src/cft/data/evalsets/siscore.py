@@ -21,8 +21,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from cft.data.bench_common import Benchmark, class_folder_samples, require_dir, unwrap, wnid_to_index
-from cft.data.bench_lists import SI_SCORE_CLASSES
+from cft.data.classes import wnid_to_index
+from cft.data.evalsets.class_lists import SI_SCORE_CLASSES
+from cft.data.evalsets.common import Benchmark, class_folder_samples, require_dir, unwrap
 from cft.errors import CftError
 
 VARIANT_FOLDERS = {

@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from cft.data.folders import ImageItem
 from cft.data.images import load_image
 from cft.errors import CftError
-from cft.grounding.build import ImageItem
 from cft.grounding.store import MaskStore
 
 

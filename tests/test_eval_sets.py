@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cft.data.bench_common import imagenet_wnids, wnid_to_index
-from cft.data.bench_lists import IMAGENET_A_WNIDS, IMAGENET_R_WNIDS, SI_SCORE_CLASSES
-from cft.data.benchmarks import BENCHMARKS, Benchmark, group_sizes, load_benchmark, read_seg_item
+from cft.data.classes import imagenet_wnids, wnid_to_index
+from cft.data.evalsets import BENCHMARKS, Benchmark, group_sizes, load_benchmark, read_seg_item
+from cft.data.evalsets.class_lists import IMAGENET_A_WNIDS, IMAGENET_R_WNIDS, SI_SCORE_CLASSES
 from cft.errors import CftError
 
 A_STINGRAY, A_LAST = "n01498041", "n12267677"  # ImageNet-A classes, indices 6 and 988

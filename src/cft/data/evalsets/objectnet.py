@@ -29,7 +29,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cft.data.bench_common import Benchmark, class_folder_samples, require_dir, subfolders, unwrap
+from cft.data.evalsets.common import Benchmark, class_folder_samples, require_dir, unwrap
+from cft.data.folders import subfolders
 from cft.errors import CftError
 
 LAYOUT = (

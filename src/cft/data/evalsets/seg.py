@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cft.data.bench_common import Benchmark, Sample
+from cft.data.evalsets.common import Benchmark, Sample
 from cft.errors import CftError
 
 MAT_NAME = "gtsegs_ijcv.mat"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cft.concepts.classes import resolve_classes
+from cft.data.classes import resolve_classes
 from cft.errors import CftError
 from cft.world import SyntheticWorld
 
