@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from cft.concepts.world import world_concepts
 from cft.config import merge, parse_overrides
 from cft.demo import (
     demo_config,
@@ -26,7 +27,6 @@ from cft.demo import (
     make_world,
     original_model,
     predict,
-    world_concepts,
 )
 from cft.world.segmenter import WorldSegmenter
 from cft.world.training import split_images

@@ -51,13 +51,13 @@ def test_demo_concepts_from_shipped_answers_without_llama_cpp(tmp_path, monkeypa
     (llama_cpp is made unimportable here, so a cache miss would fail)."""
     import sys
 
-    from cft.demo import ConceptConfig, world_concepts
+    from cft.concepts.world import WorldConceptConfig, world_concepts
     from cft.world import SyntheticWorld
     from cft.world.segmenter import WorldSegmenter
 
     monkeypatch.setitem(sys.modules, "llama_cpp", None)
     world = SyntheticWorld(seed=0)
-    concepts = world_concepts(world, ConceptConfig(), tmp_path)
+    concepts = world_concepts(world, WorldConceptConfig(), tmp_path)
     assert set(concepts) == set(world.classes) and all(concepts.values())
     assert not (tmp_path / "concepts" / "llm-cache").exists()  # nothing had to be generated
     # every kept concept names a part that is drawn: the segmenter finds it on the class's images

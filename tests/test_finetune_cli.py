@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from cft.cli import main
+from cft.errors import CftError
 from cft.train.recipe import FinetuneRecipe, load_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -192,3 +194,39 @@ def test_pinned_cft_losses(tmp_path):
     records = metrics(out)
     for key, values in PINNED.items():
         assert [r[key] for r in records] == pytest.approx(values, abs=1e-4), key
+
+
+def _world_masks(*sets: str):
+    from cft.train.recipe import build_data, make_world
+
+    recipe = load_recipe(None, ["data.world.image_size=32", "data.n_train=6", "data.val_split=null", *sets])
+    world = make_world(recipe)
+    train, _, _ = build_data(recipe, world, needs_mask=True)
+    return world, recipe, train
+
+
+@pytest.mark.parametrize("exclude", [None, [], ["body", "tail"]])
+def test_part_concepts_honour_exclude_parts(exclude):
+    """data.concept_source=parts: the guidance mask of each image is the union of its class's parts minus
+    data.exclude_parts (null: body), checked against the world's own part masks."""
+    sets = [] if exclude is None else [f"data.exclude_parts={exclude}"]
+    world, recipe, train = _world_masks("data.concept_source=parts", *sets)
+    excluded = {"body"} if exclude is None else set(exclude)
+    pool = world.split("train", 6)
+    for i in range(6):
+        sample = pool.sample(i)
+        parts = [p for p in world.part_names(world.classes[sample["label"]]) if p not in excluded]
+        expected = np.zeros_like(sample["object_mask"], dtype=bool)
+        for p in parts:
+            expected |= sample["part_masks"][p].astype(bool)
+        assert np.array_equal(train.masks[i].numpy() > 0, expected), (i, parts)
+
+
+def test_exclude_parts_is_checked(capsys):
+    for sets, needle in (
+        (["data.exclude_parts=[fin-x]"], "data.exclude_parts names fin-x, not a part"),
+        (["data.concept_source=llm", "data.exclude_parts=[body]"], "data.exclude_parts"),
+        (["data.concept_source=llama"], "data.concept_source"),
+    ):
+        with pytest.raises(CftError, match=needle):
+            _world_masks(*sets)

@@ -17,15 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from cft.concepts.filters import FilterConfig
-from cft.concepts.llm import Sampling
-from cft.concepts.validate import ValidationConfig
+from cft.concepts.world import WorldConceptConfig, world_concepts
 from cft.config import from_dict, merge, save_config, to_dict
 from cft.data.fewshot import select_few_shot
 from cft.errors import CftError
 from cft.evaluate.metrics import group_accuracies, relevance_alignment, relevance_rank_accuracy, relevance_share
 from cft.evaluate.oracle import predict_with_hidden_tokens
-from cft.grounding.guidance import guidance_mask
+from cft.grounding.guidance import segment_guidance
 from cft.io import write_json_atomic
 from cft.models import load_checkpoint, save_checkpoint
 from cft.train import ObjectiveConfig, OptimConfig, TrainConfig, Trainer, build_objective
@@ -50,7 +48,6 @@ SHIPPED_MODELS = "world_vit*.safetensors"  # in cft/assets: each records the mod
 # CFT's premise for the original model: object features (top-1 with the cue neutralised at least `oracle`, at most
 # `oracle_gap` below test-id) and reliance on the cue (test-id at least `test_id`, test-ood at most `test_ood`)
 PREMISE = {"oracle": 0.90, "oracle_gap": 0.02, "test_id": 0.95, "test_ood": 0.70}
-SHIPPED_CONCEPTS = "world_concepts"
 
 
 @dataclass
@@ -83,28 +80,6 @@ class PretrainConfig:
     stages: list[PretrainStage] = field(
         default_factory=lambda: [PretrainStage(world={"bias": 1.0, "context_only": 0.3, "neutral_cue": 0.3})]
     )
-
-
-@dataclass
-class ConceptConfig:
-    """Where each class's concepts come from. `llm`: the concept stage (cft.concepts) with the gguf backend
-    (the packaged Gemma 3 270M unless `model` names a .gguf file), its filters, then validation in the world,
-    which drops the concepts that are not drawn there. The package ships the packaged model's answers for the
-    world's classes under the default sampling (a read-only response cache), so the default demo needs neither
-    llama-cpp-python nor a generation; other settings generate and cache under OUT/concepts. `parts`: each class's
-    own part names, minus `exclude_parts` (no language model)."""
-
-    source: str = "llm"
-    model: str | None = None
-    sampling: Sampling = field(default_factory=Sampling)
-    filters: FilterConfig = field(default_factory=FilterConfig)
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
-    exclude_parts: list[str] = field(default_factory=lambda: ["body"])
-    threshold: float = 0.5  # the world segmenter's phrase-to-part similarity threshold
-
-    def __post_init__(self) -> None:
-        if self.source not in ("llm", "parts"):
-            raise CftError(f"demo config: concepts.source must be 'llm' or 'parts', got {self.source!r}")
 
 
 @dataclass
@@ -147,7 +122,7 @@ class DemoConfig:
     world: dict[str, Any] = field(default_factory=_demo_world)
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    concepts: ConceptConfig = field(default_factory=ConceptConfig)
+    concepts: WorldConceptConfig = field(default_factory=WorldConceptConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -280,45 +255,12 @@ def original_model(cfg: DemoConfig, out: Path, from_scratch: bool, progress: boo
 
 
 # ---- concepts and masks ----------------------------------------------------------------------------------
-def shipped_concept_answers() -> Path:
-    """The packaged model's answers for the world's classes (made by `cft concepts propose --classes world
-    --backend gguf --cache src/cft/assets/world_concepts --out ...` with the default sampling)."""
-    return Path(str(resources.files("cft") / "assets" / SHIPPED_CONCEPTS))
-
-
-def world_concepts(world: SyntheticWorld, cfg: ConceptConfig, out: Path | None = None) -> dict[str, list[str]]:
-    """Each class's concept phrases (see ConceptConfig); with `source="llm"` the bank, its per-concept
-    validation statistics and the dropped concepts with their reasons are written to OUT/concepts/."""
-    if cfg.source == "parts":
-        return {c: [p for p in world.part_names(c) if p not in cfg.exclude_parts] for c in world.classes}
-    from cft.concepts.llm import ResponseCache
-    from cft.concepts.llm_gguf import GGUFBackend
-    from cft.concepts.stage import filter_stage, propose_bank, validate_in_world
-
-    folder = (out or Path(".")) / "concepts"
-    cache = ResponseCache(folder / "llm-cache", read_only=[shipped_concept_answers()])
-    bank = propose_bank(GGUFBackend(cfg.model), list(world.classes), cfg.sampling, cache)
-    bank = filter_stage(bank, list(world.classes), cfg.filters)
-    bank, stats = validate_in_world(bank, cfg.validation, threshold=cfg.threshold, world=world)
-    if out is not None:
-        bank.save(folder / "bank.json")
-        write_json_atomic(folder / "bank.stats.json", stats)
-    empty = [c for c in world.classes if not bank.names(c)]
-    if empty:
-        raise CftError(
-            f"concept validation left no concepts for {', '.join(empty)} (see {folder / 'bank.json'}); "
-            "lower concepts.validation.min_occurrence or set concepts.source=parts"
-        )
-    return bank.as_names()
-
-
 def concept_masks(
     samples: list[dict], concepts: dict[str, list[str]], classes: tuple[str, ...], segmenter: WorldSegmenter
 ) -> list[np.ndarray]:
+    """The guidance masks of world samples: each sample's class concepts as the world's segmenter finds them."""
     phrases = [concepts[classes[s["label"]]] for s in samples]
-    found = segmenter.segment(samples, phrases)
-    shape = samples[0]["object_mask"].shape
-    return [guidance_mask({k: m for k, (m, _) in f.items()}, shape=shape) for f in found]
+    return segment_guidance(segmenter, samples, phrases, samples[0]["object_mask"].shape)
 
 
 # ---- fine-tuning and evaluation --------------------------------------------------------------------------

@@ -209,8 +209,8 @@ def mask_transform(config: Mapping[str, Any]) -> Callable:
 def segmentation_scores(model: nn.Module, bench: Any, opts: EvalOptions, read_item: Callable) -> dict[str, Any]:
     """Pixel accuracy, mIoU and mAP of the relevance maps (predicted class) against the ground-truth masks; the
     image and its mask get the same resize and centre crop. Relevance needs gradients: no inference mode here."""
-    import cft
     from cft.data.images import preprocessor
+    from cft.relevance import relevance, upsample
 
     device = opts.resolved_device()
     model = model.to(device).eval()
@@ -221,8 +221,8 @@ def segmentation_scores(model: nn.Module, bench: Any, opts: EvalOptions, read_it
     images: list[torch.Tensor] = []
 
     def flush() -> None:
-        r = cft.relevance(model, torch.stack(images).to(device), method=opts.relevance_method)
-        maps.extend(cft.upsample(r, prep.input_size).detach().float().cpu().numpy())
+        r = relevance(model, torch.stack(images).to(device), method=opts.relevance_method)
+        maps.extend(upsample(r, prep.input_size).detach().float().cpu().numpy())
         images.clear()
 
     for sample in bench.samples:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from cft.errors import CftError
+from cft.segmenter import Segmenter
 
 SANE_FRACTION = (0.001, 0.98)
 
@@ -42,3 +44,11 @@ def is_suspect(mask: np.ndarray, bounds: tuple[float, float] = SANE_FRACTION) ->
     """A mask covering less than 0.1 % or more than 98 % of the image is probably wrong."""
     f = foreground_fraction(mask)
     return not bounds[0] <= f <= bounds[1]
+
+
+def segment_guidance(
+    segmenter: Segmenter, images: Sequence[Any], phrases: Sequence[Sequence[str]], shape: tuple[int, int]
+) -> list[np.ndarray]:
+    """Each image's union guidance mask (H, W) of its phrases as `segmenter` finds them (empty when none is)."""
+    found = segmenter.segment(images, phrases)
+    return [guidance_mask({k: m for k, (m, _) in f.items()}, shape=shape) for f in found]

@@ -18,6 +18,7 @@ import torch
 import yaml
 from torch import nn
 
+from cft.concepts.world import CONCEPT_SOURCES
 from cft.config import from_dict, merge, parse_overrides, read_yaml, save_config, to_dict
 from cft.errors import CftError
 from cft.io import write_json_atomic
@@ -25,6 +26,7 @@ from cft.train.base import ObjectiveConfig, build_objective
 from cft.train.trainer import FitResult, TrainConfig, Trainer, check_run_dir, check_train_config
 
 WORLD_VIT = "world-vit"
+DEFAULT_EXCLUDED_PARTS = ["body"]  # the world part every class shares: no concept of any class
 SOURCES = ("world", "folder", "waterbirds", "grouped")
 # Fields that may change between a run and its --resume: they do not change what is trained on or how.
 RESUMABLE_CHANGES = (
@@ -68,7 +70,11 @@ class DataSection:
     n_val: int = 500
     few_shot: FewShotSection | None = None  # null: train on all n_train images
     masks: Literal["concepts", "object", "none"] = "concepts"
-    exclude_parts: list[str] = field(default_factory=lambda: ["body"])  # parts that are no concept (masks=concepts)
+    # world, masks=concepts: where each class's concepts come from: parts (its own part names, minus
+    # exclude_parts) | llm (the demo's: the packaged language model's answers, filtered and validated in the
+    # world; the bank is written to OUT/concepts/)
+    concept_source: str = "parts"
+    exclude_parts: list[str] | None = None  # concept_source=parts: parts that are no concept (null: [body])
     flip: bool = True  # mirror each training image (and its mask) with probability 0.5
     # folder / waterbirds sources (cft.train.folder_data):
     root: str | None = None  # folder: root/<class folder>/<images>; waterbirds / grouped: folder with metadata.csv
@@ -136,6 +142,10 @@ def check_recipe(recipe: FinetuneRecipe) -> None:
             raise CftError(f"data.few_shot.class_fraction must be in (0, 1], got {d.few_shot.class_fraction}")
     check_train_config(recipe.train)
     objective = build_objective(recipe.objective)  # checks objective.*
+    if d.concept_source not in CONCEPT_SOURCES:
+        raise CftError(f"data.concept_source must be one of {', '.join(CONCEPT_SOURCES)}, got {d.concept_source!r}")
+    if d.concept_source == "llm" and d.exclude_parts is not None:
+        raise CftError("data.exclude_parts applies to data.concept_source=parts only (llm concepts are validated)")
     if objective.needs_mask and d.masks == "none":
         raise CftError(
             f"objective {recipe.objective.name!r} is guided by masks but data.masks is 'none'; "
@@ -206,12 +216,23 @@ def build_model(recipe: FinetuneRecipe, num_classes: int, image_size: int) -> nn
 
 
 # ---- data ------------------------------------------------------------------------------------------------
-def _world_dataset(world, split, indices: Sequence[int], masks: str, exclude: list[str], segmenter):
+def world_recipe_concepts(recipe: FinetuneRecipe, world, out: Path | None) -> dict[str, list[str]]:
+    """Each world class's concept phrases as data.concept_source says (the llm bank goes to OUT/concepts/)."""
+    from cft.concepts.world import WorldConceptConfig, world_concepts
+
+    d = recipe.data
+    exclude = DEFAULT_EXCLUDED_PARTS if d.exclude_parts is None else list(d.exclude_parts)
+    try:
+        return world_concepts(world, WorldConceptConfig(source=d.concept_source, exclude_parts=exclude), out)
+    except CftError as err:
+        raise CftError(f"data.{err}" if str(err).startswith("exclude_parts") else str(err)) from None
+
+
+def _world_dataset(world, split, indices: Sequence[int], masks: str, concepts: dict[str, list[str]] | None, segmenter):
     """Images, labels and (unless masks is "none") guidance masks of the samples `indices` of `split`."""
-    from cft.demo import ConceptConfig, concept_masks, world_concepts
+    from cft.grounding.guidance import segment_guidance
     from cft.world.training import ArrayDataset
 
-    concepts = world_concepts(world, ConceptConfig(exclude_parts=list(exclude))) if masks == "concepts" else None
     images, labels, out = [], [], []
     for start in range(0, len(indices), 256):  # in chunks: part masks of many samples take memory
         samples = [split.sample(int(i)) for i in indices[start : start + 256]]
@@ -220,24 +241,26 @@ def _world_dataset(world, split, indices: Sequence[int], masks: str, exclude: li
         if masks == "object":
             out.extend(s["object_mask"].astype(np.float32) for s in samples)
         elif masks == "concepts":
-            out.extend(concept_masks(samples, concepts, world.classes, segmenter))
+            phrases = [concepts[world.classes[s["label"]]] for s in samples]
+            out.extend(segment_guidance(segmenter, samples, phrases, samples[0]["object_mask"].shape))
     m = torch.from_numpy(np.stack(out).astype(np.float32)) if out else None
     return ArrayDataset(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.long), m)
 
 
-def build_data(recipe: FinetuneRecipe, world, needs_mask: bool):
-    """(train set, val set or None, the few-shot split or None)."""
+def build_data(recipe: FinetuneRecipe, world, needs_mask: bool, out: Path | None = None):
+    """(train set, val set or None, the few-shot split or None); `out`: where an llm concept bank is written."""
     from cft.data.fewshot import select_few_shot
     from cft.world.segmenter import WorldSegmenter
 
     d = recipe.data
     masks = d.masks if needs_mask else "none"
-    segmenter = None
+    segmenter, concepts = None, None
     if masks == "concepts":
         from cft.text import embed
 
         segmenter = WorldSegmenter()
         embed(sorted({p for c in world.classes for p in world.part_names(c)}))  # one batch: concepts are part names
+        concepts = world_recipe_concepts(recipe, world, out)
     pool = world.split(d.train_split, d.n_train)
     selection = None
     if d.few_shot is None:
@@ -251,11 +274,11 @@ def build_data(recipe: FinetuneRecipe, world, needs_mask: bool):
         except CftError as err:
             raise CftError(f"data.few_shot: {err} (data.n_train={d.n_train} is the pool)") from None
         indices = selection.indices
-    train = _world_dataset(world, pool, indices, masks, d.exclude_parts, segmenter)
+    train = _world_dataset(world, pool, indices, masks, concepts, segmenter)
     val = None
     if d.val_split is not None:
         split = world.split(d.val_split, d.n_val)
-        val = _world_dataset(world, split, range(d.n_val), masks, d.exclude_parts, segmenter)
+        val = _world_dataset(world, split, range(d.n_val), masks, concepts, segmenter)
     return train, val, selection
 
 
@@ -303,7 +326,7 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | Path, resume: bool = Fal
         world = make_world(recipe)
         classes = list(world.classes)
         model = build_model(recipe, len(classes), world.config.image_size)
-        train, val, selection = build_data(recipe, world, objective.needs_mask)
+        train, val, selection = build_data(recipe, world, objective.needs_mask, out)
         collate, eval_collate = make_collate(flip=recipe.data.flip), make_collate(flip=False)
         where = {"split": recipe.data.train_split, "pool": recipe.data.n_train}
     else:

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-import cft
+from cft.models import load_model
+from cft.relevance import relevance, upsample
 
 MEAN, STD = 0.5, 0.5
 
@@ -26,7 +27,7 @@ class WorldModelConfig:
     patch_size: int = 8
 
     def create(self, num_classes: int, image_size: int) -> nn.Module:
-        return cft.load_model(
+        return load_model(
             "vit_tiny_patch16_224",
             img_size=image_size,
             patch_size=self.patch_size,
@@ -50,8 +51,8 @@ def split_images(split: Any) -> torch.Tensor:
 
 def relevance_maps(model: nn.Module, images: torch.Tensor) -> np.ndarray:
     """Relevance of the predicted class for uint8 world images, upsampled to the image size: (N, H, W) numpy."""
-    maps = cft.relevance(model, normalize(images)).detach()
-    return cft.upsample(maps, images.shape[-1]).numpy()
+    maps = relevance(model, normalize(images)).detach()
+    return upsample(maps, images.shape[-1]).numpy()
 
 
 class ArrayDataset(Dataset):

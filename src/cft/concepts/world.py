@@ -1,0 +1,101 @@
+"""The concept stage on the synthetic world: each class's concepts from the language model (propose, filter,
+validate in the world) or from the world's own part names.
+
+The package ships the packaged Gemma 3 270M's answers for the world's classes under the default sampling (a
+read-only response cache), so the default needs neither llama-cpp-python nor a generation.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from cft.concepts.filters import FilterConfig
+from cft.concepts.llm import Sampling
+from cft.concepts.validate import ValidationConfig
+from cft.errors import CftError
+from cft.io import write_json_atomic
+from cft.world import SyntheticWorld
+
+CONCEPT_SOURCES = ("llm", "parts")
+SHIPPED_CONCEPTS = "world_concepts"  # under cft/assets: the packaged model's answers (a response cache)
+
+
+@dataclass
+class WorldConceptConfig:
+    """Where each class's concepts come from. `llm`: the concept stage (cft.concepts) with the gguf backend
+    (the packaged Gemma 3 270M unless `model` names a .gguf file), its filters, then validation in the world,
+    which drops the concepts that are not drawn there. The package ships the packaged model's answers for the
+    world's classes under the default sampling (a read-only response cache), so the default demo needs neither
+    llama-cpp-python nor a generation; other settings generate and cache under OUT/concepts. `parts`: each class's
+    own part names, minus `exclude_parts` (no language model)."""
+
+    source: str = "llm"
+    model: str | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    exclude_parts: list[str] = field(default_factory=lambda: ["body"])
+    threshold: float = 0.5  # the world segmenter's phrase-to-part similarity threshold
+
+    def __post_init__(self) -> None:
+        if self.source not in CONCEPT_SOURCES:
+            raise CftError(f"concepts.source must be 'llm' or 'parts', got {self.source!r}")
+
+
+def shipped_concept_answers() -> Path:
+    """The packaged model's answers for the world's classes (made by `cft concepts propose --classes world
+    --backend gguf --cache src/cft/assets/world_concepts --out ...` with the default sampling)."""
+    return Path(str(resources.files("cft") / "assets" / SHIPPED_CONCEPTS))
+
+
+def world_concepts(world: SyntheticWorld, cfg: WorldConceptConfig, out: Path | None = None) -> dict[str, list[str]]:
+    """Each class's concept phrases (see WorldConceptConfig); with `source="llm"` and `out`, the bank, its
+    per-concept validation statistics and the dropped concepts with their reasons are written to OUT/concepts/
+    (without `out`, new answers are cached only for this call)."""
+    if cfg.source == "parts":
+        return part_concepts(world, cfg.exclude_parts)
+    if out is None:
+        with tempfile.TemporaryDirectory() as scratch:
+            return _llm_concepts(world, cfg, Path(scratch) / "concepts", save=False)
+    return _llm_concepts(world, cfg, out / "concepts", save=True)
+
+
+def part_concepts(world: SyntheticWorld, exclude_parts: Sequence[str]) -> dict[str, list[str]]:
+    """Each class's own part names minus `exclude_parts` (each must be a part of some class)."""
+    known = {p for c in world.classes for p in world.part_names(c)}
+    unknown = sorted(set(exclude_parts) - known)
+    if unknown:
+        raise CftError(
+            f"exclude_parts names {', '.join(unknown)}, not a part of any class; parts: {', '.join(sorted(known))}"
+        )
+    concepts = {c: [p for p in world.part_names(c) if p not in exclude_parts] for c in world.classes}
+    empty = [c for c, names in concepts.items() if not names]
+    if empty:
+        raise CftError(f"exclude_parts leaves no concept for {', '.join(empty)}")
+    return concepts
+
+
+def _llm_concepts(world: SyntheticWorld, cfg: WorldConceptConfig, folder: Path, save: bool) -> dict[str, list[str]]:
+    from cft.concepts.llm import ResponseCache
+    from cft.concepts.llm_gguf import GGUFBackend
+    from cft.concepts.stage import filter_stage, propose_bank, validate_in_world
+
+    cache = ResponseCache(folder / "llm-cache", read_only=[shipped_concept_answers()])
+    bank = propose_bank(GGUFBackend(cfg.model), list(world.classes), cfg.sampling, cache)
+    bank = filter_stage(bank, list(world.classes), cfg.filters)
+    bank, stats = validate_in_world(bank, cfg.validation, threshold=cfg.threshold, world=world)
+    if save:
+        bank.save(folder / "bank.json")
+        write_json_atomic(folder / "bank.stats.json", stats)
+    empty = [c for c in world.classes if not bank.names(c)]
+    if empty:
+        where = f" (see {folder / 'bank.json'})" if save else ""
+        raise CftError(
+            f"concept validation left no concepts for {', '.join(empty)}{where}; "
+            "lower concepts.validation.min_occurrence or set concepts.source=parts"
+        )
+    return bank.as_names()
