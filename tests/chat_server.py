@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -25,12 +26,14 @@ def reply(*contents, status=200, headers=None, raw=None, delay=0.0):
 
 
 class Server:
-    """A chat-completions server; `script(request_body, headers, index)` decides every reply."""
+    """A chat-completions server; `script(request_body, headers, index)` decides every reply. It records every
+    request's JSON body, headers and arrival time (`gaps()`: the seconds between consecutive requests)."""
 
     def __init__(self, script):
         self.script = script
         self.requests: list[dict] = []
-        self.headers: list[dict] = []
+        self.headers: list[Message] = []  # case-insensitive names, as in HTTP
+        self.times: list[float] = []  # time.monotonic() at each request's arrival
         self.lock = threading.Lock()
         outer = self
 
@@ -40,9 +43,10 @@ class Server:
                 with outer.lock:
                     index = len(outer.requests)
                     outer.requests.append(body)
-                    outer.headers.append(dict(self.headers))
+                    outer.times.append(time.monotonic())
+                    outer.headers.append(self.headers)  # an HTTPMessage: names are case-insensitive
                 assert self.path == "/v1/chat/completions"
-                r = outer.script(body, dict(self.headers), index)
+                r = outer.script(body, self.headers, index)
                 if r["delay"]:
                     time.sleep(r["delay"])
                 raw = r["raw"]
@@ -65,6 +69,9 @@ class Server:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
+
+    def gaps(self) -> list[float]:
+        return [b - a for a, b in zip(self.times, self.times[1:])]
 
     def close(self):
         self.httpd.shutdown()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+import warnings
 
 import pytest
 
@@ -24,10 +25,9 @@ def no_key(monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
 
 
-def backend(url, sleeps=None, **kwargs):
-    sleeps = [] if sleeps is None else sleeps
+def backend(url, **kwargs):
     kwargs.setdefault("retries", 3)
-    return OpenAIBackend(url, "test-model", api_key_env=KEY_ENV, sleep=sleeps.append, **kwargs)
+    return OpenAIBackend(url, "test-model", api_key_env=KEY_ENV, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- complete
@@ -103,48 +103,78 @@ def test_empty_answer_is_not_an_error(serve):
     assert backend(server.url).complete([{"role": "user", "content": "hi"}], Sampling(n=2)) == ["", ""]
 
 
+# The retries and their waits are the openai client's (`max_retries` = `retries`): the fake server's arrival times
+# show them. Its backoff starts at about half a second and doubles (with up to 25% jitter), and it honours a
+# server's Retry-After.
+
+
 def test_429_then_success_retries_after_the_servers_delay(serve):
     def script(body, h, i):
-        if i == 0:
-            return reply(raw={"error": {"message": "rate limited"}}, status=429, headers={"Retry-After": "7"})
-        if i == 1:
-            return reply(raw={"error": {"message": "rate limited"}}, status=429, headers={"Retry-After": "9999"})
+        if i < 2:
+            return reply(raw={"error": {"message": "rate limited"}}, status=429, headers={"Retry-After": "1"})
         return reply("ok", "ok2")
 
     server = serve(script)
-    sleeps = []
-    out = backend(server.url, sleeps).complete([{"role": "user", "content": "hi"}], Sampling(n=2))
+    out = backend(server.url).complete([{"role": "user", "content": "hi"}], Sampling(n=2))
     assert out == ["ok", "ok2"]
     assert len(server.requests) == 3
-    assert sleeps == [7.0, 60.0]  # Retry-After honoured, and capped
+    # Retry-After honoured: a full second each time, where the client's own backoff would wait at most 0.5 s, 1 s
+    gaps = server.gaps()
+    assert gaps[0] >= 0.95 and gaps[1] >= 0.95, gaps
+    assert all(g < 5 for g in gaps), gaps
+
+
+def test_429_asking_for_too_long_a_wait_gives_up_at_once(serve):
+    # the openai client does not sleep for hours on a server's word: it stops and says so (the old hand-written
+    # client capped the wait at 60 s instead)
+    server = serve(
+        lambda body, h, i: reply(
+            raw={"error": {"message": "rate limited"}}, status=429, headers={"Retry-After": "9999"}
+        )
+    )
+    t0 = time.monotonic()
+    with pytest.raises(CftError, match="failed after 1 try: HTTP 429: rate limited") as e:
+        backend(server.url).complete([{"role": "user", "content": "hi"}], Sampling())
+    assert time.monotonic() - t0 < 5
+    assert "9999 s" in str(e.value) and server.url in str(e.value)
+    assert len(server.requests) == 1
 
 
 def test_500_then_success_with_exponential_backoff(serve):
     server = serve(lambda body, h, i: reply(raw=b"oops", status=500) if i < 2 else reply("fine"))
-    sleeps = []
-    llm = backend(server.url, sleeps, backoff=0.5)
+    llm = backend(server.url)
     assert llm.complete([{"role": "user", "content": "hi"}], Sampling(n=1)) == ["fine"]
-    assert sleeps == [0.5, 1.0]
     assert len(server.requests) == 3
+    gaps = server.gaps()
+    assert gaps[0] >= 0.3 and gaps[1] > gaps[0], gaps  # waits between tries, growing (0.375-0.5 s, then 0.75-1 s)
+    assert [h.get("x-stainless-retry-count") for h in server.headers] == ["0", "1", "2"]
 
 
 def test_5xx_forever_gives_up(serve):
     server = serve(lambda body, h, i: reply(raw={"error": {"message": "overloaded"}}, status=503))
-    sleeps = []
     with pytest.raises(CftError, match="failed after 4 tries: HTTP 503: overloaded") as e:
-        backend(server.url, sleeps).complete([{"role": "user", "content": "hi"}], Sampling())
+        backend(server.url).complete([{"role": "user", "content": "hi"}], Sampling())
     assert server.url in str(e.value)
-    assert len(server.requests) == 4 and sleeps == [1.0, 2.0, 4.0]
+    assert len(server.requests) == 4
+    gaps = server.gaps()
+    assert all(g >= 0.3 for g in gaps) and gaps[2] > gaps[0], gaps  # exponential backoff between the tries
+
+
+def test_retries_zero_means_one_try(serve):
+    server = serve(lambda body, h, i: reply(raw={"error": {"message": "overloaded"}}, status=503))
+    with pytest.raises(CftError, match="failed after 1 try: HTTP 503: overloaded"):
+        backend(server.url, retries=0).complete([{"role": "user", "content": "hi"}], Sampling())
+    assert len(server.requests) == 1
 
 
 def test_400_shows_the_servers_message(serve):
     message = "The model `gpt-nonexistent` does not exist or you do not have access to it."
     server = serve(lambda body, h, i: reply(raw={"error": {"message": message, "type": "invalid"}}, status=404))
-    sleeps = []
     with pytest.raises(CftError, match="HTTP 404") as e:
-        backend(server.url, sleeps).complete([{"role": "user", "content": "hi"}], Sampling())
+        backend(server.url).complete([{"role": "user", "content": "hi"}], Sampling())
     assert message in str(e.value)
-    assert len(server.requests) == 1 and sleeps == []  # a 4xx is not retried
+    assert server.url in str(e.value)
+    assert len(server.requests) == 1  # a 4xx is not retried
 
     server = serve(lambda body, h, i: reply(raw=b"plain text: bad request", status=400))
     with pytest.raises(CftError, match="HTTP 400.*plain text: bad request"):
@@ -153,12 +183,22 @@ def test_400_shows_the_servers_message(serve):
 
 def test_timeout_names_the_url_and_the_timeout(serve):
     server = serve(lambda body, h, i: reply("late", delay=1.5))
-    sleeps = []
     t0 = time.monotonic()
     with pytest.raises(CftError, match=r"timeout of 0\.5 s") as e:
-        backend(server.url, sleeps, timeout=0.5).complete([{"role": "user", "content": "hi"}], Sampling(n=1))
+        backend(server.url, timeout=0.5, retries=0).complete([{"role": "user", "content": "hi"}], Sampling(n=1))
     assert time.monotonic() - t0 < 1.4
     assert server.url in str(e.value)
+    assert len(server.requests) == 1
+
+
+def test_timeout_is_retried_by_the_client(serve):
+    # the openai client retries a timed-out request (the old hand-written client did not): every try gets the
+    # whole timeout, and the message says how many there were
+    server = serve(lambda body, h, i: reply("late", delay=1.5))
+    with pytest.raises(CftError, match=r"timeout of 0\.5 s after 2 tries") as e:
+        backend(server.url, timeout=0.5, retries=1).complete([{"role": "user", "content": "hi"}], Sampling(n=1))
+    assert server.url in str(e.value) and "longer timeout" in str(e.value)
+    assert len(server.requests) == 2
 
 
 def test_unreachable_server(monkeypatch):
@@ -166,18 +206,19 @@ def test_unreachable_server(monkeypatch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     url = f"http://127.0.0.1:{port}/v1"
-    sleeps = []
+    t0 = time.monotonic()
     with pytest.raises(CftError, match="failed after 4 tries: cannot reach") as e:
-        backend(url, sleeps).complete([{"role": "user", "content": "hi"}], Sampling())
-    assert url in str(e.value)
-    assert sleeps == [1.0, 2.0, 4.0]
+        backend(url).complete([{"role": "user", "content": "hi"}], Sampling())
+    assert url in str(e.value) and "refused" in str(e.value).lower()
+    assert time.monotonic() - t0 >= 1.0  # backed off between the tries (about 0.5 + 1 + 2 s), not hammering
 
 
 def test_missing_key_for_https_fails_before_any_request(monkeypatch):
     def no_network(*a, **k):
         raise AssertionError("no request may be made")
 
-    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket.socket, "connect_ex", no_network)
     with pytest.raises(CftError, match=KEY_ENV):
         OpenAIBackend("https://api.example.com/v1", "gpt-4o-mini", api_key_env=KEY_ENV)
     with pytest.raises(CftError, match=KEY_ENV):  # auto: any non-local host needs a key
@@ -228,6 +269,56 @@ def test_key_not_in_error_messages(serve, monkeypatch):
     with pytest.raises(CftError) as e:
         backend(server.url).complete([{"role": "user", "content": "hi"}], Sampling())
     assert SECRET not in str(e.value) and "nope" in str(e.value)
+    assert "HTTP 401" in str(e.value) and KEY_ENV in str(e.value) and server.url in str(e.value)
+    assert len(server.requests) == 1  # not retried
+
+
+def test_authorization_header_carries_the_env_key_read_at_each_request(serve, monkeypatch):
+    server = serve(lambda body, h, i: reply("x"))
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    llm = backend(server.url)  # a local server: the key is optional, but sent when set
+    llm.complete([{"role": "user", "content": "hi"}], Sampling(n=1))
+    monkeypatch.setenv(KEY_ENV, "sk-rotated")
+    llm.complete([{"role": "user", "content": "hi again"}], Sampling(n=1))
+    monkeypatch.delenv(KEY_ENV)
+    llm.complete([{"role": "user", "content": "and again"}], Sampling(n=1))
+    auth = [{k.lower(): v for k, v in h.items()}.get("authorization") for h in server.headers]
+    assert auth == [f"Bearer {SECRET}", "Bearer sk-rotated", None]  # no key: no header (not the placeholder)
+    # the openai client inside holds only a placeholder, never the key
+    assert llm._client.api_key != SECRET and SECRET not in str(vars(llm._client))
+
+
+@pytest.mark.parametrize(
+    "script, match",
+    [
+        (lambda b, h, i: reply(raw={"error": {"message": f"Incorrect API key provided: {SECRET}"}}, status=401), "401"),
+        (lambda b, h, i: reply(raw={"error": {"message": f"bad key {SECRET}"}}, status=400), "HTTP 400"),
+        (lambda b, h, i: reply(raw={"choices": [], "echo": SECRET}), "choices"),
+        (lambda b, h, i: reply(raw=f"<html>{SECRET}".encode()), "not JSON"),
+    ],
+)
+def test_a_server_echoing_the_key_does_not_put_it_in_the_message(serve, monkeypatch, script, match):
+    server = serve(script)
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    with pytest.raises(CftError, match=match) as e:
+        backend(server.url).complete([{"role": "user", "content": "hi"}], Sampling())
+    assert SECRET not in str(e.value) and "[API key]" in str(e.value)
+
+
+def test_401_without_a_key_names_the_env_var(serve):
+    server = serve(lambda body, h, i: reply(raw={"error": {"message": "missing bearer token"}}, status=401))
+    with pytest.raises(CftError, match=f"HTTP 401.*missing bearer token.*no API key was sent.*{KEY_ENV}"):
+        backend(server.url).complete([{"role": "user", "content": "hi"}], Sampling())
+
+
+def test_backoff_and_sleep_are_accepted_but_deprecated():
+    with pytest.warns(DeprecationWarning, match="no effect"):
+        OpenAIBackend("http://localhost:8000/v1", "m", backoff=0.5)
+    with pytest.warns(DeprecationWarning, match="no effect"):
+        OpenAIBackend("http://localhost:8000/v1", "m", sleep=lambda s: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        OpenAIBackend("http://localhost:8000/v1", "m", timeout=5, retries=0, concurrency=2)
 
 
 # ---------------------------------------------------------------------------------------------- propose

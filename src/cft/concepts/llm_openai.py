@@ -1,28 +1,33 @@
 """An OpenAI-compatible chat-completions backend (OpenAI, vLLM, llama.cpp server, Ollama, LM Studio, ...).
 
-Standard library only. The API key is read from the environment variable `api_key_env` at each request and goes
-nowhere but the `Authorization` header: it is not stored on the object, logged, put in error messages or in the
-response cache's key.
+Built on the official `openai` client, which also does the retrying: HTTP 408 / 409 / 429 / 5xx, connection
+errors and timeouts are tried again with exponential backoff, and a server's `Retry-After` is honoured (one
+longer than the client is willing to wait ends the request instead). Every failure reaches the caller as a
+`CftError` naming the server.
+
+The API key is read from the environment variable `api_key_env` at each request and goes nowhere but that
+request's `Authorization` header: it is not stored on the object or in the `openai` client (which holds only a
+placeholder), logged, put in error messages or in the response cache's key. Without a key (a local server that
+needs none) no `Authorization` header is sent at all.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
+import warnings
 from collections.abc import Callable
+
+import openai
 
 from cft.concepts.llm import Message, Sampling
 from cft.errors import CftError
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
-MAX_RETRY_AFTER = 60.0  # seconds: a longer Retry-After is capped to this
-MAX_BACKOFF = 60.0
 _SHOW = 300  # characters of a bad response shown in an error
+_PLACEHOLDER_KEY = "not-needed"  # the openai client wants a non-empty key; the real one goes in each request
+_RETRIED_STATUS = (408, 409, 429)  # and >= 500: the statuses the openai client retries
 
 
 def _truncate(text: str, limit: int = _SHOW) -> str:
@@ -30,16 +35,16 @@ def _truncate(text: str, limit: int = _SHOW) -> str:
     return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
 
 
-class _Retryable(Exception):
-    """A failure worth another try: HTTP 429 / 5xx or a connection error."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+def _tries(n: int) -> str:
+    return f"{n} tr{'y' if n == 1 else 'ies'}"
 
 
 class OpenAIBackend:
-    """`complete` POSTs to `{base_url}/chat/completions`; `base_url` ends before that (e.g. ".../v1")."""
+    """`complete` POSTs to `{base_url}/chat/completions`; `base_url` ends before that (e.g. ".../v1").
+
+    `retries` is the `openai` client's `max_retries` and `timeout` its per-request timeout in seconds (every try
+    gets the whole timeout). `backoff` and `sleep` are accepted for compatibility only and have no effect: the
+    client's own backoff applies."""
 
     backend = "openai"
 
@@ -51,9 +56,9 @@ class OpenAIBackend:
         require_key: bool | None = None,
         timeout: float = 60.0,
         retries: int = 4,
-        backoff: float = 1.0,
+        backoff: float | None = None,
         concurrency: int = 4,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         base_url = str(base_url).strip().rstrip("/")
         parsed = urllib.parse.urlsplit(base_url)
@@ -61,8 +66,14 @@ class OpenAIBackend:
             raise CftError(f"LLM base URL {base_url!r} must start with http:// or https:// and name a host")
         if not model:
             raise CftError("an LLM model name is required (the name the server knows the model by)")
-        if timeout <= 0 or retries < 0 or backoff < 0 or concurrency < 1:
-            raise CftError("LLM timeout must be > 0, retries and backoff >= 0, concurrency >= 1")
+        if timeout <= 0 or retries < 0 or concurrency < 1:
+            raise CftError("LLM timeout must be > 0, retries >= 0, concurrency >= 1")
+        if backoff is not None or sleep is not None:
+            warnings.warn(
+                "OpenAIBackend's backoff and sleep have no effect: the openai client does its own backoff",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         self.base_url = base_url
         self.url = base_url + "/chat/completions"
         self.model = str(model)
@@ -70,22 +81,28 @@ class OpenAIBackend:
         self.require_key = (parsed.hostname not in LOCAL_HOSTS) if require_key is None else bool(require_key)
         self.timeout = float(timeout)
         self.retries = int(retries)
-        self.backoff = float(backoff)
         self.concurrency = int(concurrency)
-        self._sleep = sleep
         self._api_key()  # fail now, before any request, when a required key is missing
+        # One client for all threads (its connection pool is thread-safe). It never sees the real key.
+        self._client = openai.OpenAI(
+            base_url=base_url, api_key=_PLACEHOLDER_KEY, max_retries=self.retries, timeout=self.timeout
+        )
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
 
-    def _api_key(self) -> str | None:
+    def _env_key(self) -> str | None:
         key = os.environ.get(self.api_key_env, "").strip() if self.api_key_env else ""
+        return key or None
+
+    def _api_key(self) -> str | None:
+        key = self._env_key()
         if not key and self.require_key:
             raise CftError(
                 f"the LLM server {self.base_url} needs an API key: set the environment variable "
                 f"{self.api_key_env} (or, for a server without authentication, do not require a key)"
             )
-        return key or None
+        return key
 
     # ------------------------------------------------------------------ requests
 
@@ -111,63 +128,71 @@ class OpenAIBackend:
         raise CftError(f"the LLM server {self.url} returned fewer than {n} answers after repeated requests")
 
     def _post(self, body: dict) -> object:
-        """The decoded JSON reply, after retries on 429 / 5xx / connection errors."""
-        data = json.dumps(body).encode()
-        last = ""
-        for attempt in range(self.retries + 1):
-            try:
-                return self._post_once(data)
-            except _Retryable as e:
-                last = str(e)
-                if attempt == self.retries:
-                    break
-                delay = self.backoff * (2**attempt)
-                if e.retry_after is not None:
-                    delay = e.retry_after
-                self._sleep(min(max(delay, 0.0), MAX_BACKOFF if e.retry_after is None else MAX_RETRY_AFTER))
-        tries = self.retries + 1
-        raise CftError(f"the LLM server {self.url} failed after {tries} tr{'y' if tries == 1 else 'ies'}: {last}")
-
-    def _post_once(self, data: bytes) -> object:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        """The decoded JSON reply; the client retries what is worth retrying, every failure is a CftError."""
         key = self._api_key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+        # An explicit header overrides the client's own (placeholder) one; `Omit()` sends none.
+        auth = {"Authorization": f"Bearer {key}" if key else openai.Omit()}
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as e:
-            raise self._http_error(e) from e
-        except TimeoutError as e:
-            raise self._timeout_error() from e
-        except urllib.error.URLError as e:
-            if isinstance(e.reason, TimeoutError):
-                raise self._timeout_error() from e
-            raise _Retryable(f"cannot reach the server ({e.reason})") from e
-        except (ConnectionError, http.client.HTTPException, OSError) as e:
-            raise _Retryable(f"connection error ({type(e).__name__}: {e})") from e
-        text = raw.decode("utf-8", errors="replace")
+            # The raw reply: its JSON is checked here, so that an odd server's answer is shown as it came.
+            response = self._client.chat.completions.with_raw_response.create(**body, extra_headers=auth)
+            text = response.text
+        except openai.APITimeoutError as e:  # before APIConnectionError, its base class
+            raise CftError(
+                f"the LLM server {self.url} did not answer within the timeout of {self.timeout:g} s"
+                f"{self._after(e.request)} (a slow model needs a longer timeout)"
+            ) from e
+        except openai.APIConnectionError as e:
+            cause = e.__cause__ or e
+            reason = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+            raise CftError(
+                f"the LLM server {self.url} failed{self._after(e.request)}: cannot reach the server "
+                f"({self._scrub(reason, key)})"
+            ) from e
+        except openai.APIStatusError as e:
+            raise self._status_error(e, key) from e
+        except openai.OpenAIError as e:  # anything else the client raises (e.g. a reply it cannot read)
+            raise CftError(f"the LLM server {self.url} failed: {self._show(str(e), key)}") from e
         try:
             return json.loads(text)
         except ValueError as e:
-            raise CftError(f"the LLM server {self.url} sent a reply that is not JSON: {_truncate(text)!r}") from e
+            raise CftError(f"the LLM server {self.url} sent a reply that is not JSON: {self._show(text, key)!r}") from e
 
-    def _timeout_error(self) -> CftError:
-        return CftError(
-            f"the LLM server {self.url} did not answer within the timeout of {self.timeout:g} s "
-            "(a slow model needs a longer timeout)"
-        )
-
-    def _http_error(self, e: urllib.error.HTTPError) -> Exception:
+    def _status_error(self, e: openai.APIStatusError, key: str | None) -> CftError:
+        code = e.status_code
         try:
-            text = e.read().decode("utf-8", errors="replace")
+            text = e.response.text
         except Exception:  # the body is only for the message
             text = ""
-        message = _server_message(text) or e.reason or ""
-        if e.code == 429 or e.code >= 500:
-            return _Retryable(f"HTTP {e.code}: {_truncate(str(message))}", _retry_after(e.headers))
-        return CftError(f"the LLM server {self.url} refused the request (HTTP {e.code}): {_truncate(str(message))}")
+        message = self._show(_server_message(text) or e.response.reason_phrase or "", key)
+        if code in _RETRIED_STATUS or code >= 500:
+            wait = (e.response.headers.get("Retry-After") or "").strip()
+            when = f"{wait} s" if wait.replace(".", "", 1).isdigit() else f"until {wait}"
+            asked = f" (the server asks to wait {when} before trying again)" if wait else ""
+            return CftError(f"the LLM server {self.url} failed{self._after(e.request)}: HTTP {code}: {message}{asked}")
+        hint = ""
+        if code in (401, 403):
+            hint = (
+                f" (check the API key in the environment variable {self.api_key_env})"
+                if key
+                else f" (no API key was sent: set the environment variable {self.api_key_env})"
+            )
+        return CftError(f"the LLM server {self.url} refused the request (HTTP {code}): {message}{hint}")
+
+    @staticmethod
+    def _after(request) -> str:
+        """' after N tries', from the retry count the openai client puts on each request it sends."""
+        try:
+            return " after " + _tries(int(request.headers["x-stainless-retry-count"]) + 1)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return ""
+
+    @staticmethod
+    def _scrub(text: str, key: str | None) -> str:
+        """`text` without the API key, should a server echo it."""
+        return text.replace(key, "[API key]") if key else text
+
+    def _show(self, text: str, key: str | None) -> str:
+        return _truncate(self._scrub(text, key))
 
     def _choices(self, reply: object) -> list[str]:
         choices = reply.get("choices") if isinstance(reply, dict) else None
@@ -183,7 +208,7 @@ class OpenAIBackend:
         return answers
 
     def _malformed(self, what: str, reply: object) -> CftError:
-        shown = _truncate(json.dumps(reply)) if not isinstance(reply, str) else _truncate(reply)
+        shown = self._show(reply if isinstance(reply, str) else json.dumps(reply), self._env_key())
         return CftError(f"the LLM server {self.url} sent an unexpected reply ({what}): {shown}")
 
 
@@ -202,12 +227,3 @@ def _server_message(text: str) -> str:
         if obj.get("detail"):
             return str(obj["detail"])
     return text.strip()
-
-
-def _retry_after(headers) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return None  # absent or an HTTP date: plain exponential backoff
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
