@@ -14,7 +14,6 @@ from cft.cli import main
 from cft.errors import CftError
 from cft.train.recipe import FinetuneRecipe, load_recipe
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TINY_MODEL = ["model.depth=1", "model.embed_dim=32", "model.num_heads=2", "model.patch_size=8"]
 TINY_DATA = ["data.world.image_size=32", "data.n_train=40", "data.n_val=20"]
 TINY_TRAIN = ["train.batch_size=8", "train.optim.lr=1e-3"]
@@ -28,7 +27,7 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def finetune(config: Path, out: Path, *sets: str, resume: bool = False, tiny: list[str] = TINY) -> int:
+def finetune(config: Path | str, out: Path, *sets: str, resume: bool = False, tiny: list[str] = TINY) -> int:
     args = ["finetune", "--config", str(config), "--out", str(out), "--no-progress"]
     args += [f"--set={s}" for s in (*tiny, *sets)]
     return main([*args, "--resume"] if resume else args)
@@ -124,17 +123,17 @@ def test_the_recipes_run(tmp_path, capsys):
     pre, ft = tmp_path / "pre", tmp_path / "cft"
     # the recipes' own training settings, on tiny data and a tiny model (a mark in scale with 32-pixel images)
     tiny = [*TINY_MODEL, *TINY_DATA, "data.world.mark_size=4"]
-    assert finetune(RECIPES / "world-pretrain.yaml", pre, "train.epochs=1", tiny=tiny) == 0
+    assert finetune("world-pretrain", pre, "train.epochs=1", tiny=tiny) == 0
     assert (pre / "best.safetensors").is_file()
     checkpoint = f"model.checkpoint={pre / 'best.safetensors'}"
-    assert finetune(RECIPES / "world-cft.yaml", ft, checkpoint, "train.epochs=1", tiny=tiny) == 0
+    assert finetune("world-cft", ft, checkpoint, "train.epochs=1", tiny=tiny) == 0
     assert (ft / "split.json").is_file() and "val_align" in metrics(ft)[0]
     recipe = load_recipe(ft / "config.yaml")
     assert recipe.objective.name == "cft" and recipe.objective.form == "paper"
     assert recipe.train.select_by == "val_loss" and recipe.train.optim.lr == 2e-4
     assert recipe.data.few_shot is not None and recipe.data.few_shot.per_class == 3
     assert recipe.data.world == {"cue": "mark", "mark_grid": 8, "image_size": 32, "mark_size": 4}
-    pretrain = load_recipe(RECIPES / "world-pretrain.yaml")
+    pretrain = load_recipe("world-pretrain")
     assert pretrain.objective.name == "erm" and pretrain.data.world["bias"] == 1.0
     assert pretrain.data.world["context_only"] == pretrain.data.world["neutral_cue"] == 0.3
 

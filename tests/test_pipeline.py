@@ -17,6 +17,7 @@ import yaml
 from PIL import Image
 
 from cft.cli import main
+from cft.config import packaged_recipes
 from cft.models import read_state_dict
 from tests.masks_helpers import write_bank
 from tests.test_grounding_hf import save, tiny_clipseg, write_vocab
@@ -110,7 +111,7 @@ def test_killed_run_resumes_to_the_same_result(setup):
         assert all((wa[k] == wb[k]).all() for k in wa)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "recipes" / "imagenet").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for n, p in packaged_recipes().items() if n.startswith("imagenet/")], ids=str)
 def test_shipped_pipeline_recipes_parse(path):
     """The paper's recipes: valid, 5 seeds, 3 images from half of the classes, the paper's learning rates."""
     from cft.pipeline import finetune_recipe, load_run_recipe

@@ -11,6 +11,7 @@ import re
 import types
 import typing
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -166,15 +167,47 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def packaged_recipes() -> dict[str, Path]:
+    """The recipes shipped inside the package by name ("world-cft", "imagenet/vit-b16", ...) -> file."""
+    root = Path(str(resources.files("cft") / "recipes"))
+    return {p.relative_to(root).with_suffix("").as_posix(): p for p in sorted(root.rglob("*.yaml"))}
+
+
+def resolve_config(source: str | Path) -> Path:
+    """A config file: `source` itself when it is a file, else the packaged recipe of that name."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return path
+    recipes = packaged_recipes()
+    name = str(source).removesuffix(".yaml").removeprefix("recipes/")
+    if name in recipes:
+        return recipes[name]
+    if path.suffix in (".yaml", ".yml") or path.is_absolute():
+        raise CftError(f"config file {path} does not exist (packaged recipes: {', '.join(recipes)})")
+    raise CftError(
+        f"config {str(source)!r} is neither a file nor a packaged recipe; packaged: {', '.join(recipes)} "
+        "(`cft recipes ls`)"
+    )
+
+
+def load_config_data(
+    source: str | Path | None, overrides: Sequence[str] = (), base: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The one way every config is read: `base` < the YAML file or packaged recipe `source` < `--set` overrides.
+    The typed checks are the caller's (`from_dict` into its dataclass)."""
+    data = merge(base or {}, read_yaml(resolve_config(source)) if source is not None else {})
+    return merge(data, parse_overrides(list(overrides)))
+
+
 def load_config(
     cls: type[T],
     path: str | Path | None = None,
-    overrides: list[str] | None = None,
+    overrides: Sequence[str] | None = None,
     base: dict[str, Any] | None = None,
 ) -> T:
-    """Defaults of `cls` < `base` < the YAML file < overrides."""
-    data = merge(base or {}, read_yaml(path) if path else {})
-    return from_dict(cls, merge(data, parse_overrides(overrides)), where=str(path) if path else "config")
+    """Defaults of `cls` < `base` < the YAML file (or packaged recipe) < overrides, checked into `cls`."""
+    data = load_config_data(path, overrides or (), base)
+    return from_dict(cls, data, where=str(path) if path else "config")
 
 
 def save_config(obj: Any, path: str | Path) -> Path:

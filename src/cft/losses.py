@@ -109,7 +109,7 @@ def consistency(logits: torch.Tensor, temperature: float = 1.0, labels: torch.Te
 
 @dataclass
 class CFTLoss:
-    """L = align_weight * L_align + cls_weight * L_cls, with METHOD.md's defaults (0.8, 0.2, T = 1).
+    """L = align_weight * L_align + cls_weight * L_cls, with docs/method.md's defaults (0.8, 0.2, T = 1).
 
     form: "paper" (region-normalised logs), "bce" (the released code) or "robustvit" (MSE).
     Returns every term by name, and the total under "loss".

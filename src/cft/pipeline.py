@@ -25,7 +25,7 @@ from typing import Any
 from cft.concepts.filters import FilterConfig
 from cft.concepts.llm import Sampling
 from cft.concepts.validate import ValidationConfig
-from cft.config import from_dict, merge, parse_overrides, read_yaml, save_config, to_dict
+from cft.config import from_dict, load_config_data, save_config, to_dict
 from cft.errors import CftError
 from cft.io import write_bytes_atomic, write_json_atomic
 
@@ -71,7 +71,7 @@ class RunRecipe:
 
 
 def load_run_recipe(path: str | Path, overrides: list[str] = ()) -> RunRecipe:
-    data = merge(read_yaml(path), parse_overrides(list(overrides)))
+    data = load_config_data(path, overrides)
     recipe = from_dict(RunRecipe, data, where="run recipe")
     if not recipe.seeds:
         raise CftError("run recipe: seeds must list at least one class-subset seed")

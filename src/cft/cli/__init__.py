@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from cft import __version__
-from cft.cli import concepts, demo, evaluate, explain, finetune, masks, run
+from cft.cli import concepts, demo, evaluate, explain, finetune, masks, recipes, run
 from cft.errors import CftError
 
 
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cft {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for verb in (explain, demo, concepts, masks, evaluate, run, finetune):
+    for verb in (explain, demo, concepts, masks, evaluate, run, finetune, recipes):
         verb.add_parser(commands)
     return parser
 

@@ -23,7 +23,11 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--from-scratch", action="store_true", help="pretrain the original model instead of the shipped one"
     )
-    demo.add_argument("--config", metavar="YAML", help="a demo config file (see recipes/demo.yaml)")
+    demo.add_argument(
+        "--config",
+        metavar="YAML",
+        help="a demo config: a file or a packaged name (`cft recipes cp demo FILE` writes the defaults to edit)",
+    )
     demo.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. seeds=[0,1]"
     )
@@ -38,13 +42,11 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
 
 def run_demo_command(args: argparse.Namespace) -> int:
     """Run the demo and print each variant's top-1 on the three test splits."""
-    from cft.config import merge, parse_overrides, read_yaml
-    from cft.demo import demo_config, run_demo
+    from cft.config import load_config_data, merge
+    from cft.demo import BASELINES, demo_config, run_demo
 
-    data = merge(read_yaml(args.config) if args.config else {}, parse_overrides(args.set))
+    data = load_config_data(args.config, args.set)
     if args.all_baselines:
-        from cft.demo import BASELINES
-
         data = merge(data, {"baselines": list(BASELINES)})
     cfg = demo_config(data, quick=args.quick)
     results = run_demo(cfg, args.out, from_scratch=args.from_scratch, progress=not args.no_progress)

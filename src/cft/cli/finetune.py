@@ -12,12 +12,12 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
         "finetune",
         help="train or fine-tune a model as a YAML recipe says (erm, cft, no-guidance, robustvit, rrr, gradmask, rrda)",
         description=(
-            "Build the model, data and objective of a recipe (see recipes/world-pretrain.yaml and "
-            "recipes/world-cft.yaml), write OUT/config.yaml (and OUT/split.json for few-shot data), then train, "
+            "Build the model, data and objective of a recipe (a file, or a packaged one by name: world-pretrain, "
+            "world-cft; `cft recipes ls`), write OUT/config.yaml (and OUT/split.json for few-shot data), then train, "
             "writing OUT/metrics.jsonl, OUT/last.safetensors and OUT/best.safetensors (chosen by train.select_by)."
         ),
     )
-    finetune.add_argument("--config", required=True, metavar="YAML", help="the recipe file")
+    finetune.add_argument("--config", required=True, metavar="YAML", help="the recipe: a file or a packaged name")
     finetune.add_argument(
         "--set",
         action="append",

@@ -11,13 +11,14 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
         "run",
         help="the whole pipeline from a recipe: concepts, masks, fine-tuning, evaluation, for several seeds",
         description=(
-            "Run a pipeline recipe (see recipes/vit-b16-cft.yaml): concepts (proposed, filtered, validated on the "
+            "Run a pipeline recipe (a file or a packaged name such as imagenet/vit-b16; `cft recipes ls`): "
+            "concepts (proposed, filtered, validated on the "
             "training images), masks for each seed's few-shot images, fine-tuning, evaluation of the best "
             "checkpoint, and the mean and std over the class-subset seeds in OUT/results.json and results.md. "
             "Every stage is cached: a rerun, or a run killed at any point, continues where it stopped."
         ),
     )
-    p.add_argument("recipe", metavar="RECIPE", help="the pipeline recipe (YAML)")
+    p.add_argument("recipe", metavar="RECIPE", help="the pipeline recipe: a YAML file or a packaged name")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
     p.set_defaults(run=run_pipeline_command)

@@ -1,4 +1,4 @@
-"""Concept filters (METHOD.md step 1): too long, the class name itself, too close to a class, near-duplicates."""
+"""Concept filters (docs/method.md, step 1): too long, the class name itself, too close to a class, near-duplicates."""
 
 from __future__ import annotations
 

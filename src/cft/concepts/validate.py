@@ -1,4 +1,4 @@
-"""Concept validation (METHOD.md step 2): keep concepts a segmenter actually finds on the class's images.
+"""Concept validation (docs/method.md step 2): keep concepts a segmenter actually finds on the class's images.
 
 Rule, per class, on its P images:
   1. occurrence rate of a concept = share of the P images where its mask is non-empty; a concept whose rate is

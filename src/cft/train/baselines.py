@@ -1,4 +1,4 @@
-"""The baselines of METHOD.md as objectives of the one trainer: RRR, GradMask and RRDA.
+"""The baselines of docs/method.md as objectives of the one trainer: RRR, GradMask and RRDA.
 
 RRR and GradMask penalise the input gradient off the guidance mask (on the background). The penalty depends
 on the weights only through that gradient, so it is taken with create_graph=True and its own gradient reaches

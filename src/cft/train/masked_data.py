@@ -1,7 +1,7 @@
 """Images on disk paired with their guidance masks from the mask store, under one geometric transform.
 
 Training: resize to `resize` x `resize`, a random `size` x `size` crop and a random horizontal flip, the same
-crop and flip for the image and its mask (METHOD.md: 256, 224). Evaluation: resize and the centre crop.
+crop and flip for the image and its mask (docs/method.md: 256, 224). Evaluation: resize and the centre crop.
 Randomness comes from torch's generator, so DataLoader workers and seeds behave as usual.
 """
 

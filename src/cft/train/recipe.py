@@ -1,6 +1,6 @@
 """`cft finetune`: one recipe (YAML + `key.sub=value` overrides) for training from scratch and CFT fine-tuning.
 
-recipe = load_recipe("recipes/world-cft.yaml", ["train.epochs=10"])
+recipe = load_recipe("world-cft", ["train.epochs=10"])  # a packaged recipe, or a path
 result = run_finetune(recipe, "runs/cft")   # OUT/config.yaml, split.json, metrics.jsonl, best/last.safetensors
 """
 
@@ -19,7 +19,7 @@ import yaml
 from torch import nn
 
 from cft.concepts.world import CONCEPT_SOURCES
-from cft.config import from_dict, merge, parse_overrides, read_yaml, save_config, to_dict
+from cft.config import from_dict, load_config_data, save_config, to_dict
 from cft.errors import CftError
 from cft.io import write_json_atomic
 from cft.train.base import ObjectiveConfig, build_objective
@@ -115,9 +115,8 @@ def recipe_from_dict(data: dict[str, Any] | None) -> FinetuneRecipe:
 
 
 def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> FinetuneRecipe:
-    """The recipe file (if any) with `key.sub=value` overrides on top."""
-    data = read_yaml(path) if path is not None else {}
-    return recipe_from_dict(merge(data, parse_overrides(list(overrides))))
+    """The recipe file or packaged recipe (if any) with `key.sub=value` overrides on top."""
+    return recipe_from_dict(load_config_data(path, overrides))
 
 
 def check_recipe(recipe: FinetuneRecipe) -> None:
