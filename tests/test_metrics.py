@@ -85,3 +85,24 @@ def test_relevance_rank_accuracy_by_hand_and_by_brute_force():
     assert np.isnan(relevance_rank_accuracy(maps[:1], np.zeros((1, 6, 6), bool)))
     with pytest.raises(CftError, match="differ in shape"):
         relevance_rank_accuracy(np.zeros((1, 2, 2)), np.zeros((1, 3, 3), bool))
+
+
+def test_mean_std_of_nested_runs_against_statistics():
+    """mean_std: per leaf, statistics.mean / pstdev of the finite values; equal int counts kept; NaN when none."""
+    import statistics
+
+    from cft.evaluate.metrics import mean_std
+
+    runs = [
+        {"a": {"top1": 0.5, "n": 10, "name": "x"}, "b": {"x": float("nan")}},
+        {"a": {"top1": 0.7, "n": 10}, "b": {"x": float("nan")}},
+        {"a": {"top1": 0.9, "n": 10, "only": 2}, "b": {"x": 3.0}},
+    ]
+    mean, std = mean_std(runs)
+    assert mean["a"]["top1"] == pytest.approx(statistics.mean([0.5, 0.7, 0.9]))
+    assert std["a"]["top1"] == pytest.approx(statistics.pstdev([0.5, 0.7, 0.9]))
+    assert mean["a"]["n"] == 10 and isinstance(mean["a"]["n"], int) and std["a"]["n"] == 0
+    assert "name" not in mean["a"] and mean["a"]["only"] == 2
+    assert mean["b"]["x"] == 3.0 and std["b"]["x"] == 0.0  # the NaNs are left out
+    nan_mean, nan_std = mean_std([{"x": float("nan")}, {"x": float("nan")}])
+    assert np.isnan(nan_mean["x"]) and np.isnan(nan_std["x"])

@@ -21,7 +21,13 @@ from cft.concepts.world import WorldConceptConfig, world_concepts
 from cft.config import from_dict, merge, save_config, to_dict
 from cft.data.fewshot import select_few_shot
 from cft.errors import CftError
-from cft.evaluate.metrics import group_accuracies, relevance_alignment, relevance_rank_accuracy, relevance_share
+from cft.evaluate.metrics import (
+    group_accuracies,
+    mean_std,
+    relevance_alignment,
+    relevance_rank_accuracy,
+    relevance_share,
+)
 from cft.evaluate.oracle import predict_with_hidden_tokens
 from cft.grounding.guidance import segment_guidance
 from cft.io import write_json_atomic
@@ -446,29 +452,6 @@ def load_tests(
     return tests
 
 
-def _aggregate(per_seed: dict[int, dict]) -> tuple[dict, dict]:
-    """Mean and standard deviation over seeds of every number in the nested metric dicts."""
-    seeds = list(per_seed)
-
-    def walk(path: tuple[str, ...]):
-        node = per_seed[seeds[0]]
-        for p in path:
-            node = node[p]
-        if isinstance(node, dict):
-            pairs = {k: walk((*path, k)) for k in node}
-            return {k: v[0] for k, v in pairs.items()}, {k: v[1] for k, v in pairs.items()}
-        values = []
-        for s in seeds:
-            v = per_seed[s]
-            for p in path:
-                v = v[p]
-            values.append(v)
-        arr = np.array(values, float)
-        return float(np.nanmean(arr)), float(np.nanstd(arr))
-
-    return walk(())
-
-
 def run_demo(
     cfg: DemoConfig, out: str | Path, from_scratch: bool = False, progress: bool = True, log=print
 ) -> dict[str, Any]:
@@ -521,7 +504,7 @@ def run_demo(
             log(f"seed {seed} {variant}: " + ", ".join(f"{s} {results[variant][s]['top1']:.3f}" for s in TEST_SPLITS))
         per_seed[seed] = results
     timings["finetune"], timings["evaluate"] = t_ft, t_eval
-    mean, std = _aggregate(per_seed)
+    mean, std = mean_std(list(per_seed.values()))
     from cft.report import write_report
 
     timings["total"] = time.perf_counter() - start

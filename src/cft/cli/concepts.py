@@ -116,7 +116,7 @@ def _proposed_bank(args: argparse.Namespace) -> tuple[ConceptBank, list[str]]:
         raise CftError("--samples and --max-tokens must be at least 1")
     sampling = Sampling(temperature=args.temperature, n=args.samples, max_tokens=args.max_tokens, seed=args.seed)
     cache = ResponseCache(args.cache or Path(args.out).parent / "llm-cache")
-    return propose_bank(_llm(args), classes, sampling, cache, args.concurrency, progress=sys.stderr.isatty()), classes
+    return propose_bank(_llm(args), classes, sampling, cache, args.concurrency, progress=True), classes
 
 
 def _filter_config(args: argparse.Namespace) -> FilterConfig:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from cft.errors import CftError
@@ -79,7 +78,7 @@ def run_masks_command(args: argparse.Namespace) -> int:
         mode=args.guidance,
         object_masks=args.object_masks,
         batch_size=args.batch_size,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=not args.no_progress,
     )
     return 0
 

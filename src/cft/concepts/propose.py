@@ -8,6 +8,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from cft.concepts.llm import LLM, ResponseCache, Sampling, complete_cached
 from cft.concepts.prompts import PROMPT_KINDS, messages_for, parse_answer
 from cft.errors import CftError
+from cft.progress import progress_bar
 
 
 def propose(
@@ -31,11 +32,7 @@ def propose(
         raise CftError(f"concurrency must be at least 1, got {concurrency}")
     jobs = [(c, k, messages_for(k, c)) for c in classes for k in kinds]
     answers: dict[tuple[str, str], list[str]] = {}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(jobs), desc="concept prompts", unit="prompt")
+    bar = progress_bar(len(jobs), "concept prompts", unit="prompt", enabled=progress)
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cft-llm")
     try:
         futures: dict[Future, tuple[str, str]] = {

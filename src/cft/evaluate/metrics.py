@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,3 +112,24 @@ def relevance_rank_accuracy(maps: np.ndarray, masks: np.ndarray) -> float:
             top = np.argsort(-m, kind="stable")[:k]
             scores.append(float(s[top].mean()))
     return float(np.mean(scores)) if scores else float("nan")
+
+
+def mean_std(runs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The one aggregate over runs (seeds, checkpoints) of nested metric dicts: per number, the mean and the
+    population standard deviation (ddof 0; 0 for one run) of its finite values; NaN where no run has one.
+    Integers equal in every run (counts) stay as they are; strings and other leaves are left out."""
+    mean: dict[str, Any] = {}
+    std: dict[str, Any] = {}
+    keys = list(dict.fromkeys(k for run in runs for k in run))
+    for key in keys:
+        values = [run[key] for run in runs if key in run]
+        if all(isinstance(v, Mapping) for v in values):
+            mean[key], std[key] = mean_std(values)
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            if all(isinstance(v, int) for v in values) and len(set(values)) == 1:
+                mean[key], std[key] = values[0], 0
+                continue
+            finite = [float(v) for v in values if math.isfinite(v)]
+            mean[key] = float(np.mean(finite)) if finite else float("nan")
+            std[key] = float(np.std(finite)) if len(finite) > 1 else (0.0 if finite else float("nan"))
+    return mean, std

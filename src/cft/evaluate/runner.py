@@ -11,9 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from cft.data.images import load_image
 from cft.errors import CftError
-from cft.evaluate.metrics import group_accuracies, relevance_alignment
+from cft.evaluate.metrics import group_accuracies, mean_std, relevance_alignment
+from cft.precision import autocast
+from cft.progress import progress_bar
 
 TOPK = 5
 
@@ -79,8 +79,7 @@ def eval_transform(model: nn.Module, opts: EvalOptions):
 
 
 def _autocast(device: torch.device, opts: EvalOptions):
-    use = opts.bf16 if opts.bf16 is not None else device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use else nullcontext()
+    return autocast(device, "auto" if opts.bf16 is None else "bf16" if opts.bf16 else "none")
 
 
 def predict_topk(model: nn.Module, bench: Any, opts: EvalOptions, transform=None, k: int = TOPK) -> np.ndarray:
@@ -131,11 +130,7 @@ def _predict(model: nn.Module, bench: Any, mine: list[int], opts: EvalOptions, t
 
 
 def _bar(total: int, desc: str, enabled: bool):
-    if not enabled or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+    return progress_bar(total, desc, unit="img", enabled=enabled)
 
 
 def correctness(bench: Any, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -238,23 +233,7 @@ def segmentation_scores(model: nn.Module, bench: Any, opts: EvalOptions, read_it
 
 def aggregate(runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> tuple[dict, dict]:
     """Mean and standard deviation over runs (checkpoints or seeds) of every number, per benchmark and metric."""
-    names = sorted({b for r in runs.values() for b in r})
-    mean: dict[str, dict[str, float]] = {}
-    std: dict[str, dict[str, float]] = {}
-    for b in names:
-        metrics = sorted({m for r in runs.values() for m, v in r.get(b, {}).items() if _is_number(v)})
-        mean[b], std[b] = {}, {}
-        for m in metrics:
-            values = [float(r[b][m]) for r in runs.values() if b in r and _is_number(r[b].get(m))]
-            mean[b][m] = float(np.mean(values))
-            std[b][m] = float(np.std(values)) if len(values) > 1 else 0.0
-            if m == "n":
-                mean[b][m] = int(values[0])
-    return mean, std
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return mean_std(list(runs.values()))
 
 
 def markdown_table(mean: Mapping[str, Mapping[str, float]], std: Mapping[str, Mapping[str, float]], runs: int) -> str:
@@ -265,9 +244,8 @@ def markdown_table(mean: Mapping[str, Mapping[str, float]], std: Mapping[str, Ma
     ]
     for b, m in mean.items():
         top1, top5 = (_pct_cell(m, std[b], key) for key in ("top1", "top5"))
-        other = ", ".join(
-            f"{k} {100 * v:.2f}" for k, v in m.items() if k not in ("top1", "top5", "n") and not k.startswith("n_")
-        )
+        numbers = {k: v for k, v in m.items() if isinstance(v, (int, float)) and k not in ("top1", "top5", "n")}
+        other = ", ".join(f"{k} {100 * v:.2f}" for k, v in numbers.items() if not k.startswith("n_"))
         lines.append(f"| {b} | {top1} | {top5} | {m.get('n', '-')} | {other} |")
     return "\n".join(lines) + "\n"
 

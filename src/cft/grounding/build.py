@@ -8,7 +8,6 @@ where it stopped.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from cft.distributed import Distributed
 from cft.errors import CftError
 from cft.grounding.store import GUIDANCE_MODES, MaskStore, class_key
 from cft.io import write_json_atomic
+from cft.progress import progress_bar
 from cft.segmenter import IdentifiedSegmenter as Segmenter
 
 
@@ -133,11 +133,7 @@ def _image_size(image: Any) -> tuple[int, int] | None:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    if not enabled or total == 0:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+    return progress_bar(total, desc, unit="img", enabled=enabled)
 
 
 def write_index(store: MaskStore, items: Sequence[ImageItem], info: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ would on the whole batch. Rank 0 writes checkpoints, metrics and the resumable s
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -30,6 +29,8 @@ from cft.distributed import Distributed, device_for
 from cft.errors import CftError
 from cft.io import atomic_path
 from cft.models import save_checkpoint
+from cft.precision import AMP_MODES, autocast
+from cft.progress import progress_bar
 from cft.train.base import Objective
 
 STATE_FILE = "state.pt"
@@ -190,9 +191,7 @@ class Trainer:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     def _autocast(self):
-        amp = self.cfg.amp
-        use = amp == "bf16" or (amp == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
+        return autocast(self.device, self.cfg.amp)
 
     @torch.no_grad()
     def predict(self, dataset: Dataset) -> torch.Tensor:
@@ -303,7 +302,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise CftError(f"train.select_by must be val_loss, val_top1 or last, got {cfg.select_by!r}")
     if cfg.optim.schedule not in ("step", "cosine"):
         raise CftError(f"train.optim.schedule must be step or cosine, got {cfg.optim.schedule!r}")
-    if cfg.amp not in ("auto", "bf16", "none"):
+    if cfg.amp not in AMP_MODES:
         raise CftError(f"train.amp must be auto, bf16 or none, got {cfg.amp!r}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise CftError(f"train.epochs and train.batch_size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
@@ -333,13 +332,7 @@ def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
 
 
 def _progress(total: int, initial: int, desc: str, cfg: TrainConfig):
-    if not cfg.progress:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
+    return progress_bar(total, desc, unit="step", enabled=cfg.progress, initial=initial, leave=False)
 
 
 def _tensorboard(run_dir: Path):
