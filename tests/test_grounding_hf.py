@@ -569,7 +569,7 @@ def test_bad_phrases_and_options(clipseg, vocab_dir):
 
 
 def test_registry_builds_by_name_and_checks_options(vocab_dir):
-    assert SEGMENTERS == ("grounded-sam", "sam3", "owlv2-sam", "clipseg", "world")
+    assert tuple(SEGMENTERS) == ("grounded-sam", "sam3", "owlv2-sam", "clipseg", "world")
     world = build_segmenter("world", threshold=0.6, sim=lambda a, b: np.zeros((len(a), len(b))))
     assert world.identity() == {"name": "world", "threshold": 0.6, "text_model": "custom"}
     assert isinstance(world, IdentifiedSegmenter)

@@ -117,7 +117,7 @@ def _mark(folder: Path, key: str) -> None:
 # ---- stages --------------------------------------------------------------------------------------------------
 def concept_stage(recipe: RunRecipe, out: Path, class_names: list[str], segmenter, images, log) -> Path:
     from cft.concepts.llm import ResponseCache
-    from cft.concepts.stage import filter_stage, hand_bank, propose_bank
+    from cft.concepts.stage import filter_stage, hand_bank, propose_bank, validate_on_images
     from cft.data.classes import resolve_classes
 
     c = recipe.concepts
@@ -153,29 +153,6 @@ def _llm(c: ConceptStage):
     if c.backend not in ("openai", "gguf"):
         raise CftError(f"run recipe: concepts.backend must be openai, gguf or bank, got {c.backend!r}")
     return make_llm(c.backend, c.model, c.base_url, c.api_key_env, missing="concepts.base_url and concepts.model")
-
-
-def validate_on_images(bank, images: dict[str, list], segmenter, cfg: ValidationConfig):
-    """Validation on real images: each class's first P training images; the object mask is what the segmenter
-    finds for the class name itself (the paper's coverage rule needs an object mask; this is the object-mask
-    mode of `cft masks`)."""
-    import numpy as np
-
-    from cft.concepts.validate import validate_bank
-    from cft.data.images import load_image
-
-    arrays: dict[str, list] = {}
-    objects: dict[str, list] = {}
-    for cls in bank.concepts:
-        items = images.get(cls, [])[: cfg.images_per_class]
-        if not items:
-            raise CftError(f"concept validation: no training images of class {cls!r}")
-        arrays[cls] = [np.asarray(load_image(it.path)) for it in items]
-        found = segmenter.segment(arrays[cls], [[cls]] * len(items))
-        objects[cls] = [f[cls][0] for f in found]
-    bank, stats = validate_bank(bank, arrays, segmenter, objects, cfg)
-    bank.provenance["validation"] = {"config": dataclasses.asdict(cfg), "segmenter": segmenter.identity()}
-    return bank, stats
 
 
 def mask_stage(recipe: RunRecipe, bank_path: Path, segmenter, items, folder: Path, log) -> None:

@@ -33,13 +33,17 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     filt.add_argument("--out", required=True, metavar="FILE")
     filt.set_defaults(run=run_concepts_filter)
 
-    val = verbs.add_parser("validate", help="keep concepts a segmenter finds (occurrence, coverage); world only")
+    val = verbs.add_parser("validate", help="keep the concepts a segmenter finds (occurrence, coverage)")
     val.add_argument("bank", metavar="BANK")
     val.add_argument(
         "--segmenter",
-        choices=("world",),
         default="world",
-        help="world: the synthetic world's images and segmenter (real segmenters: a later release)",
+        help="world (the synthetic world's images and segmenter; the default) or a real one on --images: "
+        "grounded-sam | sam3 | owlv2-sam | clipseg",
+    )
+    val.add_argument("--images", metavar="DIR", help="real segmenters: the images, DIR/<class or wnid>/<images>")
+    val.add_argument(
+        "--opt", action="append", default=[], metavar="KEY=VALUE", help="a segmenter option (cft masks --opt)"
     )
     _validate_options(val)
     val.add_argument("--out", required=True, metavar="FILE")
@@ -162,11 +166,27 @@ def run_concepts_filter(args: argparse.Namespace) -> int:
 
 
 def run_concepts_validate(args: argparse.Namespace) -> int:
-    """`cft concepts validate`: keep the concepts the world's segmenter finds."""
+    """`cft concepts validate`: keep the concepts the segmenter finds, in the world or on --images."""
     from cft.concepts.bank import ConceptBank
-    from cft.concepts.stage import validate_in_world
+    from cft.concepts.stage import validate_in_world, validate_on_images
 
-    bank, stats = validate_in_world(ConceptBank.load(args.bank), _validation_config(args))
+    bank = ConceptBank.load(args.bank)
+    if args.segmenter == "world":
+        if args.images or args.opt:
+            raise CftError("--images and --opt are for real segmenters; the world segmenter uses the world's images")
+        bank, stats = validate_in_world(bank, _validation_config(args))
+    else:
+        from cft.config import parse_overrides
+        from cft.data.folders import list_images
+        from cft.grounding.registry import build_segmenter
+
+        if not args.images:
+            raise CftError(f"--segmenter {args.segmenter} needs --images DIR (DIR/<class folder>/<images>)")
+        segmenter = build_segmenter(args.segmenter, **parse_overrides(args.opt))
+        by_class: dict[str, list] = {}
+        for item in list_images(args.images, list(bank.concepts)):
+            by_class.setdefault(item.label, []).append(item)
+        bank, stats = validate_on_images(bank, by_class, segmenter, _validation_config(args))
     _save_bank(bank, args.out, stats)
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -12,7 +13,39 @@ from cft.concepts.llm import LLM, ResponseCache, Sampling
 from cft.concepts.prompts import PROMPT_KINDS, messages_for
 from cft.concepts.propose import propose
 from cft.concepts.validate import ValidationConfig, validate_bank, world_validation_inputs
+from cft.data.folders import ImageItem
 from cft.errors import CftError
+
+LLMFactory = Callable[..., LLM]
+LLM_BACKENDS: dict[str, LLMFactory] = {}  # name -> factory(model, base_url, api_key_env, timeout, concurrency, missing)
+
+
+def register_llm_backend(name: str) -> Callable[[LLMFactory], LLMFactory]:
+    """Decorator: register an LLM backend factory under `name` (`make_llm(name, ...)`)."""
+
+    def add(factory: LLMFactory) -> LLMFactory:
+        if name in LLM_BACKENDS:
+            raise ValueError(f"LLM backend {name!r} is registered twice")
+        LLM_BACKENDS[name] = factory
+        return factory
+
+    return add
+
+
+@register_llm_backend("openai")
+def _openai(model, base_url, api_key_env, timeout, concurrency, missing) -> LLM:
+    if not base_url or not model:
+        raise CftError(f"the openai backend needs {missing}")
+    from cft.concepts.llm_openai import OpenAIBackend
+
+    return OpenAIBackend(base_url, model, api_key_env=api_key_env, timeout=timeout, concurrency=concurrency)
+
+
+@register_llm_backend("gguf")
+def _gguf(model, base_url, api_key_env, timeout, concurrency, missing) -> LLM:
+    from cft.concepts.llm_gguf import GGUFBackend
+
+    return GGUFBackend(model)
 
 
 def make_llm(
@@ -24,19 +57,11 @@ def make_llm(
     concurrency: int = 4,
     missing: str = "a base URL and a model name",
 ) -> LLM:
-    """The `openai` (needs base_url and model) or `gguf` (model: a .gguf file, None: the packaged Gemma) backend;
-    `missing` says how the caller names the openai backend's two required settings."""
-    if backend == "openai":
-        if not base_url or not model:
-            raise CftError(f"the openai backend needs {missing}")
-        from cft.concepts.llm_openai import OpenAIBackend
-
-        return OpenAIBackend(base_url, model, api_key_env=api_key_env, timeout=timeout, concurrency=concurrency)
-    if backend == "gguf":
-        from cft.concepts.llm_gguf import GGUFBackend
-
-        return GGUFBackend(model)
-    raise CftError(f"LLM backend must be openai or gguf, got {backend!r}")
+    """The backend `backend` of LLM_BACKENDS: `openai` (needs base_url and model) or `gguf` (model: a .gguf
+    file, None: the packaged Gemma); `missing` says how the caller names the openai backend's two settings."""
+    if backend not in LLM_BACKENDS:
+        raise CftError(f"LLM backend must be one of {', '.join(LLM_BACKENDS)}, got {backend!r}")
+    return LLM_BACKENDS[backend](model, base_url, api_key_env, timeout, concurrency, missing)
 
 
 def bank_from_proposals(proposals: dict[str, dict[str, list[str]]], provenance: dict[str, Any]) -> ConceptBank:
@@ -112,3 +137,28 @@ def validate_in_world(
     out, stats = validate_bank(bank, images, WorldSegmenter(threshold), objects, cfg)
     out.provenance["validation"] = {"config": asdict(cfg), "segmenter": "world", "world_seed": world_seed}
     return out, stats
+
+
+def validate_on_images(
+    bank: ConceptBank, images: Mapping[str, Sequence[ImageItem]], segmenter: Any, cfg: ValidationConfig
+) -> tuple[ConceptBank, dict[str, Any]]:
+    """Validation on real images (any segmenter): each class's first P images; the object mask is what the
+    segmenter finds for the class name itself (the paper's coverage rule needs an object mask; this is the
+    object-mask mode of `cft masks`)."""
+    import numpy as np
+
+    from cft.data.images import load_image
+
+    arrays: dict[str, list] = {}
+    objects: dict[str, list] = {}
+    for cls in bank.concepts:
+        items = images.get(cls, [])[: cfg.images_per_class]
+        if not items:
+            raise CftError(f"concept validation: no training images of class {cls!r}")
+        arrays[cls] = [np.asarray(load_image(it.path)) for it in items]
+        found = segmenter.segment(arrays[cls], [[cls]] * len(items))
+        objects[cls] = [f[cls][0] for f in found]
+    bank, stats = validate_bank(bank, arrays, segmenter, objects, cfg)
+    identity = segmenter.identity() if hasattr(segmenter, "identity") else {"name": segmenter.name}
+    bank.provenance["validation"] = {"config": asdict(cfg), "segmenter": identity}
+    return bank, stats

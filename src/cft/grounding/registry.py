@@ -1,33 +1,57 @@
-"""Segmenters by name: `build_segmenter("grounded-sam", box_threshold=0.3)`."""
+"""Segmenters by name, a registry: `build_segmenter("grounded-sam", box_threshold=0.3)`."""
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from cft.errors import CftError
 from cft.segmenter import IdentifiedSegmenter
 
-SEGMENTERS = ("grounded-sam", "sam3", "owlv2-sam", "clipseg", "world")
+SegmenterLoader = Callable[[], type]
+SEGMENTERS: dict[str, SegmenterLoader] = {}  # name -> a function that imports and returns the segmenter class
 
 
-def _factory(name: str) -> Any:
-    if name == "world":
-        from cft.world.segmenter import WorldSegmenter
+def register_segmenter(name: str, loader: SegmenterLoader) -> None:
+    """Make `build_segmenter(name, ...)` build the class `loader()` returns (imported only when asked for)."""
+    if name in SEGMENTERS:
+        raise ValueError(f"segmenter {name!r} is registered twice")
+    SEGMENTERS[name] = loader
 
-        return WorldSegmenter
-    try:
-        from cft.grounding import hf
-    except ImportError as e:
-        raise CftError(f"segmenter {name!r} needs transformers: pip install 'cft[segment]' ({e})") from e
-    return {"grounded-sam": hf.GroundedSAM, "sam3": hf.SAM3, "owlv2-sam": hf.OWLv2SAM, "clipseg": hf.CLIPSeg}[name]
+
+def _hf(attr: str) -> SegmenterLoader:
+    def load() -> type:
+        try:
+            from cft.grounding import hf
+        except ImportError as e:
+            raise CftError(f"segmenter {attr} needs transformers: pip install 'cft[segment]' ({e})") from e
+        return getattr(hf, attr)
+
+    return load
+
+
+def _world() -> type:
+    from cft.world.segmenter import WorldSegmenter
+
+    return WorldSegmenter
+
+
+for _name, _loader in (
+    ("grounded-sam", _hf("GroundedSAM")),
+    ("sam3", _hf("SAM3")),
+    ("owlv2-sam", _hf("OWLv2SAM")),
+    ("clipseg", _hf("CLIPSeg")),
+    ("world", _world),
+):
+    register_segmenter(_name, _loader)
 
 
 def segmenter_options(name: str) -> tuple[str, ...]:
     """The keyword options `build_segmenter(name, ...)` accepts."""
     if name not in SEGMENTERS:
         raise CftError(f"unknown segmenter {name!r}: choose one of {', '.join(SEGMENTERS)}")
-    params = inspect.signature(_factory(name)).parameters.values()
+    params = inspect.signature(SEGMENTERS[name]()).parameters.values()
     return tuple(p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
 
 
@@ -37,4 +61,4 @@ def build_segmenter(name: str, **options: Any) -> IdentifiedSegmenter:
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise CftError(f"segmenter {name!r} has no option {', '.join(unknown)}: valid options are {', '.join(valid)}")
-    return _factory(name)(**options)
+    return SEGMENTERS[name]()(**options)

@@ -1,4 +1,4 @@
-"""Benchmark readers in the datasets' published layouts: `load_benchmark(name, root)` -> [Benchmark, ...].
+"""Evaluation-set readers (a registry, EVAL_SETS) in the datasets' published layouts: `load_benchmark(name, root)`.
 
 Every reader labels from the dataset's own class identifiers (wnid, class index, mapping files), never from
 the order of the folders present, and sorts samples by path relative to ROOT. Layouts accepted:
@@ -43,12 +43,14 @@ from cft.errors import CftError
 
 __all__ = [
     "BENCHMARKS",
+    "EVAL_SETS",
     "GROUP_NAMES",
     "Benchmark",
     "Sample",
     "group_sizes",
     "load_benchmark",
     "read_seg_item",
+    "register_eval_set",
 ]
 
 BENCHMARKS: tuple[str, ...] = (
@@ -66,7 +68,8 @@ BENCHMARKS: tuple[str, ...] = (
     "grouped",
 )
 
-_READERS: dict[str, Callable[[Path], list[Benchmark]]] = {
+Reader = Callable[[Path], list[Benchmark]]
+EVAL_SETS: dict[str, Reader] = {  # the registry: name -> reader of ROOT (see register_eval_set)
     "imagenet-val": load_imagenet_val,
     "imagenet-v2": load_imagenet_v2,
     "imagenet-a": load_imagenet_a,
@@ -84,10 +87,17 @@ _READERS: dict[str, Callable[[Path], list[Benchmark]]] = {
 }
 
 
+def register_eval_set(name: str, reader: Reader) -> None:
+    """Add an evaluation set: `reader(root)` returns its protocols as Benchmarks (`cft evaluate --bench NAME=ROOT`)."""
+    if name in EVAL_SETS:
+        raise ValueError(f"evaluation set {name!r} is registered twice")
+    EVAL_SETS[name] = reader
+
+
 def load_benchmark(name: str, root: str | Path) -> list[Benchmark]:
     """The protocols of benchmark `name` read from `root`: two for imagenet-a / imagenet-r, else one."""
     key = name.strip().lower() if isinstance(name, str) else name
-    if key not in _READERS:
+    if key not in EVAL_SETS:
         extra = "waterbirds:val, grouped:val"
         raise CftError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)} (or {extra})")
-    return _READERS[key](Path(root).expanduser())
+    return EVAL_SETS[key](Path(root).expanduser())

@@ -1,0 +1,161 @@
+"""Contract tests that iterate every registry (as timm's tests iterate list_models()): objectives, segmenters,
+evaluation-set readers, data sources and LLM backends. A new entry that breaks the contract fails here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cft
+from cft.cli import main
+from cft.concepts.stage import LLM_BACKENDS, make_llm
+from cft.data.evalsets import EVAL_SETS, load_benchmark
+from cft.errors import CftError
+from cft.grounding import registry
+from cft.train import OBJECTIVES, ObjectiveConfig, build_objective
+from cft.train.recipe import SOURCES, load_recipe, run_finetune
+
+
+def _tiny_vit() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return cft.load_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, embed_dim=48, num_classes=4)
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_every_objective_is_finite_and_reaches_the_weights(name):
+    model = _tiny_vit()
+    torch.manual_seed(1)
+    mask = torch.zeros(4, 32, 32)
+    mask[:, 8:24, 8:24] = 1
+    batch = {"image": torch.randn(4, 3, 32, 32), "label": torch.tensor([0, 1, 2, 3]), "mask": mask}
+    out = build_objective(ObjectiveConfig(name=name))(model, batch)
+    assert torch.isfinite(out.terms["loss"]) and out.logits.shape == (4, 4)
+    out.terms["loss"].backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads), name
+
+
+def test_an_unknown_objective_lists_the_registry():
+    with pytest.raises(
+        CftError, match="objective.name must be one of erm, no-guidance, cft, robustvit, rrr, gradmask, rrda"
+    ):
+        build_objective(ObjectiveConfig(name="nope"))
+
+
+@pytest.mark.parametrize("name", list(registry.SEGMENTERS))
+def test_every_segmenter_states_its_options_or_what_it_needs(name):
+    try:
+        options = registry.segmenter_options(name)
+    except CftError as err:  # an optional dependency is missing: the message says how to install it
+        assert "pip install" in str(err)
+        return
+    assert isinstance(options, tuple) and all(isinstance(o, str) for o in options)
+    with pytest.raises(CftError, match="has no option"):
+        registry.build_segmenter(name, no_such_option=1)
+
+
+def test_the_world_segmenter_answers_every_phrase():
+    from cft.world import SyntheticWorld
+
+    world = SyntheticWorld()
+    samples = [world.split("val", 2).sample(i) for i in range(2)]
+    found = registry.build_segmenter("world").segment(samples, [["head", "wheel-of-fortune"], []])
+    assert set(found[0]) == {"head", "wheel-of-fortune"} and found[1] == {}
+    mask, score = found[0]["wheel-of-fortune"]
+    assert mask.shape == samples[0]["object_mask"].shape and not mask.any()
+
+
+@pytest.mark.parametrize("name", list(EVAL_SETS))
+def test_every_evaluation_set_reader_refuses_a_missing_or_empty_tree(name, tmp_path):
+    with pytest.raises(CftError) as missing:
+        load_benchmark(name, tmp_path / "absent")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CftError) as nothing:
+        load_benchmark(name, empty)
+    for err in (missing, nothing):
+        assert "absent" in str(err.value) or "empty" in str(err.value), (name, str(err.value))
+
+
+@pytest.mark.parametrize("source", [s for s in SOURCES if s != "world"])
+def test_every_disk_data_source_refuses_a_missing_or_empty_root(source, tmp_path):
+    for root in (None, tmp_path / "absent", tmp_path):
+        sets = [f"data.source={source}", "objective.name=erm", "data.masks=none", "model.name=vit_tiny_patch16_224"]
+        if root is not None:
+            sets.append(f"data.root={root}")
+        with pytest.raises(CftError) as err:
+            run_finetune(load_recipe(None, sets), tmp_path / f"run-{source}")
+        assert "data.root" in str(err.value) or str(root) in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("backend", list(LLM_BACKENDS))
+def test_every_llm_backend_refuses_missing_settings(backend, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    model = str(tmp_path / "absent.gguf") if backend == "gguf" else None
+    with pytest.raises(CftError) as err:
+        make_llm(backend, model).complete([{"role": "user", "content": "hi"}], cft.concepts.llm.Sampling())
+    assert "absent.gguf" in str(err.value) or "base URL" in str(err.value) or "llama" in str(err.value), str(err.value)
+
+
+def test_make_llm_lists_the_backends():
+    with pytest.raises(CftError, match="openai, gguf"):
+        make_llm("claude-local", None)
+
+
+class HalfSegmenter:
+    """Finds `good` (the left half) and the class name (the whole image); never `bad`."""
+
+    name = "half"
+
+    def __init__(self) -> None:
+        pass
+
+    def identity(self) -> dict:
+        return {"name": self.name}
+
+    def segment(self, images, phrases):
+        out = []
+        for image, ps in zip(images, phrases, strict=True):
+            h, w = np.asarray(image).shape[:2]
+            full, left, none = np.ones((h, w), bool), np.zeros((h, w), bool), np.zeros((h, w), bool)
+            left[:, : w // 2] = True
+            out.append({p: ({"good": left, "bad": none}.get(p, full), 0.9) for p in ps})
+        return out
+
+
+def test_concepts_validate_takes_any_registered_segmenter(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(registry.SEGMENTERS, "half", lambda: HalfSegmenter)
+    images = tmp_path / "images"
+    for cls in ("cat", "dog"):
+        (images / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(images / cls / f"{i}.png")
+    bank = tmp_path / "bank.json"
+    concepts = {"cat": [{"name": "good"}, {"name": "bad"}], "dog": [{"name": "good"}]}
+    bank.write_text(json.dumps({"concepts": concepts}))
+    out = tmp_path / "valid.json"
+    args = ["concepts", "validate", str(bank), "--segmenter", "half", "--images", str(images), "--out", str(out)]
+    assert main([*args, "--images-per-class", "3"]) == 0, capsys.readouterr().err
+    kept = json.loads(out.read_text())["concepts"]
+    names = {c: [k["name"] if isinstance(k, dict) else k for k in v] for c, v in kept.items()}
+    assert names == {"cat": ["good"], "dog": ["good"]}
+    assert main(["concepts", "validate", str(bank), "--segmenter", "half", "--out", str(tmp_path / "x.json")]) == 2
+    assert (
+        main(["concepts", "validate", str(bank), "--segmenter", "nope", "--images", str(images), "--out", str(out)])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "needs --images" in err and "unknown segmenter 'nope'" in err and "Traceback" not in err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_registries_are_listed_in_one_place():
+    assert list(OBJECTIVES) == ["erm", "no-guidance", "cft", "robustvit", "rrr", "gradmask", "rrda"]
+    assert list(LLM_BACKENDS) == ["openai", "gguf"]
+    assert {"grounded-sam", "sam3", "owlv2-sam", "clipseg", "world"} == set(registry.SEGMENTERS)
+    assert Path(cft.__file__).is_file()
