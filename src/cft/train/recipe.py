@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +27,6 @@ from cft.train.trainer import FitResult, TrainConfig, Trainer, check_run_dir, ch
 
 WORLD_VIT = "world-vit"
 DEFAULT_EXCLUDED_PARTS = ["body"]  # the world part every class shares: no concept of any class
-SOURCES = ("world", "folder", "waterbirds", "grouped")
 # Fields that may change between a run and its --resume: they do not change what is trained on or how.
 RESUMABLE_CHANGES = (
     "train.epochs",
@@ -309,6 +308,59 @@ def _check_resume(recipe: FinetuneRecipe, path: Path) -> None:
         )
 
 
+@dataclass
+class SourceData:
+    """What a data source gives the trainer: the label space, the model sized for it, the data and its split."""
+
+    classes: list[str]
+    model: nn.Module
+    train: Any
+    val: Any
+    selection: Any  # the few-shot split (FewShotSplit) or None
+    collate: Callable
+    eval_collate: Callable
+    where: dict[str, Any]  # what split.json records about the images
+
+
+def _world_source(recipe: FinetuneRecipe, needs_mask: bool, out: Path) -> SourceData:
+    from cft.world.training import make_collate
+
+    world = make_world(recipe)
+    classes = list(world.classes)
+    model = build_model(recipe, len(classes), world.config.image_size)
+    train, val, selection = build_data(recipe, world, needs_mask, out)
+    where = {"split": recipe.data.train_split, "pool": recipe.data.n_train}
+    return SourceData(
+        classes, model, train, val, selection, make_collate(flip=recipe.data.flip), make_collate(flip=False), where
+    )
+
+
+def _disk_source(recipe: FinetuneRecipe, needs_mask: bool, out: Path) -> SourceData:
+    from torch.utils.data import default_collate
+
+    from cft.train.folder_data import disk_data, label_space
+
+    classes = label_space(recipe.data)
+    model = build_model(recipe, len(classes), recipe.data.image_size)
+    data = disk_data(recipe.data, model, needs_mask)
+    where = {
+        "root": recipe.data.root,
+        "images": [it.image_id for it in data.items],
+        "val_images": [it.image_id for it in data.val_items],
+    }
+    return SourceData(classes, model, data.train, data.val, data.selection, default_collate, default_collate, where)
+
+
+# data.source -> builder; the folder-like sources share one builder (cft.train.folder_data tells them apart)
+DATA_SOURCES: dict[str, Callable[[FinetuneRecipe, bool, Path], SourceData]] = {
+    "world": _world_source,
+    "folder": _disk_source,
+    "waterbirds": _disk_source,
+    "grouped": _disk_source,
+}
+SOURCES = tuple(DATA_SOURCES)
+
+
 def run_finetune(recipe: FinetuneRecipe, out_dir: str | Path, resume: bool = False, progress: bool = True) -> FitResult:
     """Train as `recipe` says; write OUT/config.yaml (and split.json) first, then checkpoints and metrics."""
     out = Path(out_dir)
@@ -319,38 +371,16 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | Path, resume: bool = Fal
     objective = build_objective(recipe.objective)
     tcfg = dataclasses.replace(recipe.train, progress=recipe.train.progress and progress)
     torch.manual_seed(recipe.train.seed)  # the initial weights of a model trained from scratch
-    if recipe.data.source == "world":
-        from cft.world.training import make_collate
-
-        world = make_world(recipe)
-        classes = list(world.classes)
-        model = build_model(recipe, len(classes), world.config.image_size)
-        train, val, selection = build_data(recipe, world, objective.needs_mask, out)
-        collate, eval_collate = make_collate(flip=recipe.data.flip), make_collate(flip=False)
-        where = {"split": recipe.data.train_split, "pool": recipe.data.n_train}
-    else:
-        from torch.utils.data import default_collate
-
-        from cft.train.folder_data import disk_data, label_space
-
-        classes = label_space(recipe.data)
-        model = build_model(recipe, len(classes), recipe.data.image_size)
-        data = disk_data(recipe.data, model, objective.needs_mask)
-        train, val, selection = data.train, data.val, data.selection
-        collate = eval_collate = default_collate
-        where = {
-            "root": recipe.data.root,
-            "images": [it.image_id for it in data.items],
-            "val_images": [it.image_id for it in data.val_items],
-        }
-    trainer = Trainer(model, objective, tcfg, out, collate, eval_collate)
+    source = DATA_SOURCES[recipe.data.source](recipe, objective.needs_mask, out)
+    trainer = Trainer(source.model, objective, tcfg, out, source.collate, source.eval_collate)
     save_config(recipe, out / "config.yaml")
+    selection, classes = source.selection, source.classes
     if selection is not None:
         split = {
             **selection.to_dict(),
             "seen_class_names": [classes[c] for c in selection.seen_classes],
             "unseen_class_names": [classes[c] for c in selection.unseen_classes],
-            **where,
+            **source.where,
         }
         write_json_atomic(out / "split.json", split)
-    return trainer.fit(train, val, resume=resume)
+    return trainer.fit(source.train, source.val, resume=resume)
