@@ -152,8 +152,8 @@ def test_corrupt_entry_is_detected_and_redone(tree, tmp_path, damage):
 def test_shards_are_disjoint_and_cover_everything(tree):
     images, bank, ids = tree
     items = list_images(images, list(CLASSES))
-    for world in (1, 2, 3, 4):
-        parts = [[it.image_id for it in shard(items, r, world)] for r in range(world)]
+    for world_size in (1, 2, 3, 4):
+        parts = [[it.image_id for it in shard(items, r, world_size)] for r in range(world_size)]
         flat = [i for p in parts for i in p]
         assert sorted(flat) == ids and len(set(flat)) == len(flat)
 

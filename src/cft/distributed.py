@@ -21,17 +21,17 @@ class Distributed:
     """This process's place in a torchrun job (rank 0 of 1 outside torchrun) and the few collectives used."""
 
     rank: int = 0
-    world: int = 1
+    world_size: int = 1
     local_rank: int = 0
 
     @classmethod
     def current(cls) -> Distributed:
         """From torchrun's environment; initialises the process group (NCCL on GPUs, else gloo) if needed."""
         try:
-            world = int(os.environ.get("WORLD_SIZE", "1"))
+            world_size = int(os.environ.get("WORLD_SIZE", "1"))
         except ValueError:
             raise CftError("WORLD_SIZE must be an integer (as torchrun sets it)") from None
-        if world <= 1:
+        if world_size <= 1:
             return cls()
         import torch.distributed as dist
 
@@ -44,7 +44,7 @@ class Distributed:
 
     def broadcast_parameters(self, model: nn.Module) -> None:
         """Every rank starts from rank 0's weights and buffers."""
-        if self.world > 1:
+        if self.world_size > 1:
             import torch.distributed as dist
 
             for t in [*model.parameters(), *model.buffers()]:
@@ -52,7 +52,7 @@ class Distributed:
 
     def average_gradients(self, model: nn.Module) -> None:
         """Sum the (pre-weighted) gradients over ranks and divide by the world size, in one flat all-reduce."""
-        if self.world == 1:
+        if self.world_size == 1:
             return
         import torch.distributed as dist
 
@@ -63,7 +63,7 @@ class Distributed:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat)
-        flat /= self.world
+        flat /= self.world_size
         offset = 0
         for p, g in zip(params, grads, strict=True):
             p.grad = flat[offset : offset + g.numel()].view_as(g).clone()
@@ -71,22 +71,22 @@ class Distributed:
 
     def gather(self, obj: Any) -> list[Any]:
         """`obj` from every rank, in rank order."""
-        if self.world == 1:
+        if self.world_size == 1:
             return [obj]
         import torch.distributed as dist
 
-        out: list[Any] = [None] * self.world
+        out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
 
     def sum_dict(self, values: dict[str, float]) -> dict[str, float]:
         """Per-key sums over ranks (keys must be the same on every rank after sorting)."""
-        if self.world == 1:
+        if self.world_size == 1:
             return values
         import torch.distributed as dist
 
         keys = sorted(values)
-        names: list[list[str] | None] = [None] * self.world
+        names: list[list[str] | None] = [None] * self.world_size
         dist.all_gather_object(names, keys)
         union = sorted({k for ks in names for k in ks})
         t = torch.tensor([float(values.get(k, 0.0)) for k in union], dtype=torch.float64)
@@ -94,7 +94,7 @@ class Distributed:
         return dict(zip(union, t.tolist(), strict=True))
 
     def barrier(self) -> None:
-        if self.world > 1:
+        if self.world_size > 1:
             import torch.distributed as dist
 
             dist.barrier()

@@ -88,7 +88,7 @@ def predict_topk(model: nn.Module, bench: Any, opts: EvalOptions, transform=None
     from cft.distributed import Distributed
 
     dist = Distributed.current()
-    mine = list(range(dist.rank, len(bench.samples), dist.world))
+    mine = list(range(dist.rank, len(bench.samples), dist.world_size))
     local = _predict(model, bench, mine, opts, transform, k)
     out = np.zeros((len(bench.samples), k), dtype=np.int64)
     for indices, rows in dist.gather((mine, local)):

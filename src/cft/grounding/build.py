@@ -27,9 +27,9 @@ from cft.progress import progress_bar
 from cft.segmenter import IdentifiedSegmenter as Segmenter
 
 
-def shard(items: Sequence[ImageItem], rank: int, world: int) -> list[ImageItem]:
-    """Rank `rank`'s share: every `world`-th item of the id-sorted list, starting at `rank`."""
-    return sorted(items, key=lambda it: it.image_id)[rank::world]
+def shard(items: Sequence[ImageItem], rank: int, world_size: int) -> list[ImageItem]:
+    """Rank `rank`'s share: every `world_size`-th item of the id-sorted list, starting at `rank`."""
+    return sorted(items, key=lambda it: it.image_id)[rank::world_size]
 
 
 def phrases_for(bank: ConceptBank, label: str, object_masks: bool) -> tuple[list[str], dict[str, float]]:
@@ -75,7 +75,7 @@ def build_masks(
     object_masks: bool = False,
     batch_size: int = 8,
     rank: int = 0,
-    world: int = 1,
+    world_size: int = 1,
     progress: bool = False,
     load: Callable[[ImageItem], Any] | None = None,
 ) -> BuildResult:
@@ -91,7 +91,7 @@ def build_masks(
     without: set[str] = set()
     todo: list[ImageItem] = []
     skipped = redone = 0
-    for item in shard(items, rank, world):
+    for item in shard(items, rank, world_size):
         phrases, weights = phrases_for(bank, item.label, object_masks)
         if not phrases:
             without.add(item.label)
@@ -105,7 +105,7 @@ def build_masks(
             continue
         redone += status in ("stale", "corrupt")
         todo.append(item)
-    bar = _progress(len(todo), f"masks (rank {rank})" if world > 1 else "masks", progress)
+    bar = _progress(len(todo), f"masks (rank {rank})" if world_size > 1 else "masks", progress)
     for batch in _batches(todo, batch_size):
         images = [load(it) for it in batch]
         phrases = [phrases_for(bank, it.label, object_masks)[0] for it in batch]
@@ -181,7 +181,7 @@ def run_masks(
     only = read_image_list(image_list) if image_list else None
     items = list_images(images, list(bank.concepts), only)
     dist = Distributed.current()
-    rank, world = dist.rank, dist.world
+    rank, world_size = dist.rank, dist.world_size
     store = MaskStore(out)
     info = {
         "segmenter": segmenter.identity(),
@@ -201,7 +201,7 @@ def run_masks(
         object_masks=object_masks,
         batch_size=batch_size,
         rank=rank,
-        world=world,
+        world_size=world_size,
         progress=progress,
     )
     dist.barrier()

@@ -169,13 +169,13 @@ class Trainer:
 
     def _step(self, train_set: Dataset, global_batch: list[int], sums: dict[str, float]) -> None:
         """One optimizer step on this rank's share of `global_batch`, gradients averaged over the whole batch."""
-        mine = global_batch[self.dist.rank :: self.dist.world]
+        mine = global_batch[self.dist.rank :: self.dist.world_size]
         self.optimizer.zero_grad(set_to_none=True)
         if mine:
             batch = self._to_device(self.collate([train_set[i] for i in mine]))
             with self._autocast():
                 out = self.objective(self.model, batch)
-            (out.terms["loss"] * (len(mine) / len(global_batch) * self.dist.world)).backward()
+            (out.terms["loss"] * (len(mine) / len(global_batch) * self.dist.world_size)).backward()
             for k, v in out.terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(mine)
             sums["_correct"] = sums.get("_correct", 0.0) + int((out.logits.detach().argmax(1) == batch["label"]).sum())
@@ -206,7 +206,7 @@ class Trainer:
         """The objective's terms (no update) and top-1 on `dataset`, in eval mode (sharded across ranks)."""
         self.model.eval()
         sums: dict[str, float] = {"_correct": 0.0}
-        mine = list(range(len(dataset)))[self.dist.rank :: self.dist.world]
+        mine = list(range(len(dataset)))[self.dist.rank :: self.dist.world_size]
         for idx in _chunks(mine, self.cfg.eval_batch_size):
             batch = self._to_device(self.eval_collate([dataset[i] for i in idx]))
             with self._autocast():
@@ -260,7 +260,7 @@ class Trainer:
         rngs = self.dist.gather(torch.get_rng_state())  # every rank's, so a resumed job draws the same flips
         if self.dist.rank == 0:
             state = self._state()
-            if self.dist.world > 1:
+            if self.dist.world_size > 1:
                 state["rng_ranks"] = rngs
             with atomic_path(self.run_dir / STATE_FILE) as tmp:
                 torch.save(state, tmp)
@@ -282,7 +282,7 @@ class Trainer:
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
         self.history = json.loads(state["history"])
         ranks = state.get("rng_ranks")
-        if ranks is not None and len(ranks) == self.dist.world:
+        if ranks is not None and len(ranks) == self.dist.world_size:
             torch.set_rng_state(ranks[self.dist.rank])
         else:
             torch.set_rng_state(state["rng"])
