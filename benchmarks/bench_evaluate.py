@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 import cft
 from cft.data.evalsets import load_benchmark
-from cft.evaluate.runner import EvalOptions, eval_transform, predict_topk
+from cft.evaluate.scoring import EvalOptions, eval_transform, predict_topk
 
 
 def make_tree(root: Path, n: int, classes: int = 8) -> None:

@@ -18,8 +18,8 @@ from cft.data.classes import imagenet_wnids
 from cft.data.evalsets import load_benchmark
 from cft.data.evalsets.class_lists import IMAGENET_A_WNIDS
 from cft.errors import CftError
-from cft.evaluate.runner import EvalOptions, aggregate, predict_topk, score
-from cft.evaluate.suite import parse_bench_args
+from cft.evaluate.checkpoints import parse_bench_args
+from cft.evaluate.scoring import EvalOptions, aggregate, predict_topk, score
 
 OPTS = EvalOptions(batch_size=3, workers=0, device="cpu", progress=False)
 TO_TENSOR = T.Compose([T.Resize((8, 8)), T.ToTensor()])

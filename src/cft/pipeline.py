@@ -194,8 +194,8 @@ def finetune_stage(recipe, seed: int, out: Path, log) -> Path:
 
 
 def evaluate_stage(recipe: RunRecipe, seed: int, run: Path, out: Path, num_classes: int, log) -> dict[str, Any]:
-    from cft.evaluate.runner import EvalOptions
-    from cft.evaluate.suite import EvalSpec, run_suite
+    from cft.evaluate.checkpoints import EvalSpec, evaluate_checkpoints
+    from cft.evaluate.scoring import EvalOptions
 
     e = recipe.evaluate
     fr = finetune_recipe(recipe, seed, out)
@@ -214,7 +214,7 @@ def evaluate_stage(recipe: RunRecipe, seed: int, run: Path, out: Path, num_class
         split=str(run / "split.json"),
         options=EvalOptions(batch_size=e.batch_size, workers=e.workers, device=e.device, progress=False),
     )
-    results = run_suite(spec, path, log=lambda s: log(f"seed {seed}: {s}"))
+    results = evaluate_checkpoints(spec, path, log=lambda s: log(f"seed {seed}: {s}"))
     _mark(path.parent / "eval", key)
     return results
 
@@ -222,7 +222,7 @@ def evaluate_stage(recipe: RunRecipe, seed: int, run: Path, out: Path, num_class
 # ---- the run -------------------------------------------------------------------------------------------------
 def run_pipeline(recipe: RunRecipe, out: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every stage for every seed (cached), then aggregate; returns the aggregated results."""
-    from cft.evaluate.runner import aggregate, markdown_table
+    from cft.evaluate.scoring import aggregate, markdown_table
     from cft.grounding.registry import build_segmenter
     from cft.train.folder_data import choose_images
 

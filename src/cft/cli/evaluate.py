@@ -58,8 +58,8 @@ def _floats(value: str | None, flag: str) -> tuple[float, ...] | None:
 def run_evaluate_command(args: argparse.Namespace) -> int:
     """Evaluate the checkpoints on the benchmarks; rank 0 prints where the results went."""
     from cft.distributed import Distributed
-    from cft.evaluate.runner import EvalOptions
-    from cft.evaluate.suite import EvalSpec, parse_bench_args, run_suite
+    from cft.evaluate.checkpoints import EvalSpec, evaluate_checkpoints, parse_bench_args
+    from cft.evaluate.scoring import EvalOptions
 
     if args.batch_size < 1 or args.workers < 0:
         raise CftError("--batch-size must be >= 1 and --workers >= 0")
@@ -83,7 +83,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         split=args.split,
         options=options,
     )
-    run_suite(spec, args.out)
+    evaluate_checkpoints(spec, args.out)
     if Distributed.current().rank == 0:
         print(f"results: {args.out}  (table: {args.out.rsplit('.', 1)[0]}.md)")
     return 0

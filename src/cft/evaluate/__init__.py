@@ -1,4 +1,4 @@
-"""Evaluation: metrics and the runners that apply them."""
+"""Evaluation: metrics (metrics.py), scoring one model on one set (scoring.py), checkpoints x sets (checkpoints.py)."""
 
 from cft.evaluate.metrics import (
     average_precision,

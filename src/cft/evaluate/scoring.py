@@ -1,4 +1,5 @@
-"""`cft evaluate`: top-1 / top-5 of one or more checkpoints on the robustness benchmarks, aggregated over seeds.
+"""Scoring one model on one evaluation set: batched top-k prediction (sharded under torchrun), top-1 and top-5, the
+relevance scores of ImageNet-Segmentation, and the mean ± std tables over runs.
 
 Per benchmark (and protocol): batched inference under `torch.inference_mode`, channels-last and bf16 autocast on
 GPUs that have them; logits restricted to `Benchmark.allowed` when the protocol says so (ImageNet-A/R 200-class,

@@ -1,4 +1,4 @@
-"""The evaluation suite behind `cft evaluate`: checkpoints x benchmarks, aggregated, written as JSON, a markdown
+"""`cft evaluate` behind the verb: every checkpoint on every evaluation set, aggregated, written as JSON, a markdown
 table and a per-class CSV."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from cft.distributed import Distributed
 from cft.errors import CftError
-from cft.evaluate.runner import (
+from cft.evaluate.scoring import (
     EvalOptions,
     aggregate,
     csv_text,
@@ -74,7 +74,7 @@ def _run_label(checkpoint: str | None, spec: EvalSpec) -> str:
     return str(checkpoint)
 
 
-def run_suite(spec: EvalSpec, out: str | Path, log=print) -> dict[str, Any]:
+def evaluate_checkpoints(spec: EvalSpec, out: str | Path, log=print) -> dict[str, Any]:
     """Evaluate every checkpoint on every benchmark; write OUT (JSON), OUT's .md and _per_class.csv siblings."""
     from cft.data.classes import imagenet_class_names
     from cft.data.evalsets import load_benchmark, read_seg_item
