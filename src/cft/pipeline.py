@@ -117,7 +117,7 @@ def _mark(folder: Path, key: str) -> None:
 # ---- stages --------------------------------------------------------------------------------------------------
 def concept_stage(recipe: RunRecipe, out: Path, class_names: list[str], segmenter, images, log) -> Path:
     from cft.concepts.llm import ResponseCache
-    from cft.concepts.stage import filter_stage, hand_bank, propose_bank, validate_on_images
+    from cft.concepts.stage import filter_stage, proposed_bank, validate_on_images
     from cft.data.classes import resolve_classes
 
     c = recipe.concepts
@@ -128,12 +128,15 @@ def concept_stage(recipe: RunRecipe, out: Path, class_names: list[str], segmente
         log(f"concepts: cached ({path})")
         return path
     classes = resolve_classes(c.classes) if c.classes else class_names
-    if c.backend == "bank":
-        if not c.bank:
-            raise CftError("run recipe: concepts.backend bank needs concepts.bank (a file)")
-        bank = hand_bank(c.bank, classes)
-    else:
-        bank = propose_bank(_llm(c), classes, c.sampling, ResponseCache(folder / "llm-cache"))
+    names = ("concepts.bank (a file)", "concepts.base_url and concepts.model")
+    cache = ResponseCache(folder / "llm-cache")
+    try:
+        bank = proposed_bank(
+            c.backend, classes, c.sampling, cache, bank_file=c.bank, model=c.model, base_url=c.base_url,
+            api_key_env=c.api_key_env, names=names,
+        )  # fmt: skip
+    except CftError as err:
+        raise CftError(f"run recipe: {err}") from None
     bank = filter_stage(bank, classes, c.filters)
     stats = None
     if c.validate:
@@ -145,14 +148,6 @@ def concept_stage(recipe: RunRecipe, out: Path, class_names: list[str], segmente
     kept = sum(len(v) for v in bank.concepts.values())
     log(f"concepts: {kept} kept over {len(bank.concepts)} classes ({path})")
     return path
-
-
-def _llm(c: ConceptStage):
-    from cft.concepts.stage import make_llm
-
-    if c.backend not in ("openai", "gguf"):
-        raise CftError(f"run recipe: concepts.backend must be openai, gguf or bank, got {c.backend!r}")
-    return make_llm(c.backend, c.model, c.base_url, c.api_key_env, missing="concepts.base_url and concepts.model")
 
 
 def mask_stage(recipe: RunRecipe, bank_path: Path, segmenter, items, folder: Path, log) -> None:

@@ -12,7 +12,6 @@ from cft.errors import CftError
 if TYPE_CHECKING:
     from cft.concepts.bank import ConceptBank
     from cft.concepts.filters import FilterConfig
-    from cft.concepts.llm import LLM
     from cft.concepts.validate import ValidationConfig
 
 
@@ -97,30 +96,21 @@ def _validate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-coverage", type=float, default=0.20)
 
 
-def _llm(args: argparse.Namespace) -> LLM:
-    from cft.concepts.stage import make_llm
-
-    return make_llm(
-        args.backend, args.model, args.base_url, args.api_key_env, args.timeout, args.concurrency,
-        missing="--base-url URL and --model NAME",
-    )  # fmt: skip
-
-
 def _proposed_bank(args: argparse.Namespace) -> tuple[ConceptBank, list[str]]:
     from cft.concepts.llm import ResponseCache, Sampling
-    from cft.concepts.stage import hand_bank, propose_bank
+    from cft.concepts.stage import proposed_bank
     from cft.data.classes import resolve_classes
 
     classes = resolve_classes(args.classes)
-    if args.backend == "bank":
-        if not args.bank:
-            raise CftError("--backend bank needs --bank FILE")
-        return hand_bank(args.bank, classes), classes
     if args.samples < 1 or args.max_tokens < 1:
         raise CftError("--samples and --max-tokens must be at least 1")
     sampling = Sampling(temperature=args.temperature, n=args.samples, max_tokens=args.max_tokens, seed=args.seed)
     cache = ResponseCache(args.cache or Path(args.out).parent / "llm-cache")
-    return propose_bank(_llm(args), classes, sampling, cache, args.concurrency, progress=True), classes
+    bank = proposed_bank(
+        args.backend, classes, sampling, cache, bank_file=args.bank, model=args.model, base_url=args.base_url,
+        api_key_env=args.api_key_env, timeout=args.timeout, concurrency=args.concurrency, progress=True,
+    )  # fmt: skip
+    return bank, classes
 
 
 def _filter_config(args: argparse.Namespace) -> FilterConfig:

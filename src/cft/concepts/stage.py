@@ -64,6 +64,33 @@ def make_llm(
     return LLM_BACKENDS[backend](model, base_url, api_key_env, timeout, concurrency, missing)
 
 
+def proposed_bank(
+    backend: str,
+    classes: list[str],
+    sampling: Sampling,
+    cache: ResponseCache,
+    *,
+    bank_file: str | None = None,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    timeout: float = 60.0,
+    concurrency: int = 4,
+    progress: bool = False,
+    names: tuple[str, str] = ("--bank FILE", "--base-url URL and --model NAME"),
+) -> ConceptBank:
+    """The one propose-or-read-bank flow: backend "bank" reads a hand-written bank file for `classes`; any LLM
+    backend proposes. `names`: how the caller spells the bank file and the openai backend's two settings."""
+    if backend != "bank" and backend not in LLM_BACKENDS:
+        raise CftError(f"concepts backend must be one of bank, {', '.join(LLM_BACKENDS)}; got {backend!r}")
+    if backend == "bank":
+        if not bank_file:
+            raise CftError(f"the bank backend needs {names[0]}")
+        return hand_bank(bank_file, classes)
+    llm = make_llm(backend, model, base_url, api_key_env, timeout, concurrency, missing=names[1])
+    return propose_bank(llm, classes, sampling, cache, concurrency, progress)
+
+
 def bank_from_proposals(proposals: dict[str, dict[str, list[str]]], provenance: dict[str, Any]) -> ConceptBank:
     """{class: {kind: [concept]}} to a bank; a concept proposed under several kinds keeps the first."""
     concepts: dict[str, list[Concept]] = {}
