@@ -14,6 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
 from cft.data.folders import ImageItem
 from cft.data.images import load_image
@@ -44,18 +47,24 @@ class PairedTransform:
 
     def __call__(self, image: Image.Image, mask: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The image as a normalised (3, size, size) float tensor and the mask (uint8 0..255, bool or float
-        0..1) as (size, size) float in [0, 1], with the same resize, crop and flip. The image is resampled
-        bilinearly, the mask by nearest neighbour (16x faster; the loss averages masks over patches anyway)."""
+        0..1) as (size, size) float in [0, 1], with the same resize, crop and flip (torchvision.transforms.v2:
+        the image as a tv_tensors.Image is resampled bilinearly with antialiasing, the tv_tensors.Mask by
+        nearest neighbour at pixel centres)."""
         top, left, mirrored = self.geometry()
-        img = np.asarray(image.convert("RGB").resize((self.resize, self.resize), Image.BILINEAR))
-        img = _crop(img, top, left, self.size, mirrored)
-        x = torch.from_numpy(img).permute(2, 0, 1).float().div_(255)
-        x = (x - torch.tensor(self.mean)[:, None, None]) / torch.tensor(self.std)[:, None, None]
+        rgb = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+        x = self._geometry(tv_tensors.Image(rgb), top, left, mirrored)
+        x = TF.normalize(TF.to_dtype(x, torch.float32, scale=True), list(self.mean), list(self.std))
         if mask is None:
-            return x, None
-        m = Image.fromarray(_as_uint8(mask), mode="L").resize((self.resize, self.resize), Image.NEAREST)
-        m = _crop(np.asarray(m), top, left, self.size, mirrored)
-        return x, torch.from_numpy(m).float().div_(255)
+            return x.as_subclass(torch.Tensor), None
+        m = self._geometry(tv_tensors.Mask(torch.from_numpy(_as_uint8(mask))[None]), top, left, mirrored)[0]
+        return x.as_subclass(torch.Tensor), m.as_subclass(torch.Tensor).float().div_(255)
+
+    def _geometry(self, t: torch.Tensor, top: int, left: int, mirrored: bool) -> torch.Tensor:
+        # masks: nearest neighbour at pixel centres (NEAREST_EXACT, as PIL), aligned with the bilinear image
+        mode = InterpolationMode.NEAREST_EXACT if isinstance(t, tv_tensors.Mask) else InterpolationMode.BILINEAR
+        t = TF.resize(t, [self.resize, self.resize], interpolation=mode, antialias=True)
+        t = TF.crop(t, top, left, self.size, self.size)
+        return TF.horizontal_flip(t) if mirrored else t
 
 
 def _as_uint8(mask: np.ndarray) -> np.ndarray:
@@ -64,12 +73,6 @@ def _as_uint8(mask: np.ndarray) -> np.ndarray:
     if mask.dtype == np.uint8:
         return mask
     return np.rint(np.clip(mask.astype(np.float32), 0.0, 1.0) * 255).astype(np.uint8)
-
-
-def _crop(a: np.ndarray, top: int, left: int, size: int, mirrored: bool) -> np.ndarray:
-    """The (size, size) crop at (top, left) of an (H, W[, C]) array, mirrored left-right if asked (a copy)."""
-    a = a[top : top + size, left : left + size]
-    return np.array(a[:, ::-1] if mirrored else a, order="C", copy=True)
 
 
 class StoreImageDataset(Dataset):
