@@ -279,3 +279,22 @@ def test_torchrun_evaluation_equals_one_process(tmp_path, v2_tree):
     assert one["benchmarks"] == two["benchmarks"] and one["benchmarks"]["imagenet-v2"]["n"] == 9
     assert 0 < one["benchmarks"]["imagenet-v2"]["top1"] < 1
     assert done.stdout.count("results:") == 1
+
+
+@pytest.mark.parametrize("shape", [(50, 70), (224, 224), (37, 41)])
+def test_mask_transform_equals_pil_nearest_resize_and_centre_crop(shape):
+    """The v2 mask geometry against PIL: resize (nearest) by 1 / crop_pct on the short side rule, centre crop."""
+    from PIL import Image as PILImage
+
+    from cft.evaluate.scoring import mask_transform
+
+    rng = np.random.default_rng(shape[0])
+    mask = rng.random(shape) > 0.5
+    config = {"input_size": (3, 32, 32), "crop_pct": 0.875}
+    got = mask_transform(config)(mask)
+    scale = int(32 / 0.875)  # 36
+    h, w = shape
+    rh, rw = (scale, int(scale * w / h)) if h <= w else (int(scale * h / w), scale)  # torchvision floors
+    resized = np.asarray(PILImage.fromarray(mask.astype(np.uint8) * 255).resize((rw, rh), PILImage.NEAREST)) > 127
+    top, left = int(round((rh - 32) / 2.0)), int(round((rw - 32) / 2.0))
+    assert got.shape == (32, 32) and np.array_equal(got, resized[top : top + 32, left : left + 32])

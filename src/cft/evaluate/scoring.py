@@ -191,15 +191,22 @@ def per_class_rows(bench: Any, top: np.ndarray, class_names: Sequence[str] | Non
     return rows
 
 
-def mask_transform(config: Mapping[str, Any]) -> Callable:
-    """The geometry of timm's eval transform (resize by 1 / crop_pct, centre crop) for masks: nearest neighbour."""
-    from torchvision import transforms as T
+def mask_transform(config: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """The geometry of timm's eval transform (resize by 1 / crop_pct, centre crop) for a boolean (H, W) mask, as a
+    torchvision.transforms.v2 pipeline on a tv_tensors.Mask: nearest neighbour at pixel centres (as PIL's)."""
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
 
     size = tuple(config["input_size"][1:])
     crop_pct = float(config.get("crop_pct") or 0.875)
     scale = tuple(math.floor(x / crop_pct) for x in size)
-    resize = T.Resize(scale[0] if scale[0] == scale[1] else scale, interpolation=T.InterpolationMode.NEAREST)
-    return T.Compose([resize, T.CenterCrop(size)])
+    resize = v2.Resize(scale[0] if scale[0] == scale[1] else scale, interpolation=v2.InterpolationMode.NEAREST_EXACT)
+    pipeline = v2.Compose([resize, v2.CenterCrop(size)])
+
+    def apply(mask: np.ndarray) -> np.ndarray:
+        return pipeline(tv_tensors.Mask(torch.from_numpy(np.asarray(mask, bool))[None]))[0].numpy()
+
+    return apply
 
 
 def segmentation_scores(model: nn.Module, bench: Any, opts: EvalOptions, read_item: Callable) -> dict[str, Any]:
@@ -224,7 +231,7 @@ def segmentation_scores(model: nn.Module, bench: Any, opts: EvalOptions, read_it
     for sample in bench.samples:
         image, gt = read_item(sample.path, sample.index)
         images.append(prep(Image.fromarray(image))[0])
-        masks.append(np.asarray(geometry(Image.fromarray(np.asarray(gt, bool).astype(np.uint8) * 255))) > 127)
+        masks.append(geometry(gt))
         if len(images) == opts.batch_size:
             flush()
     if images:
