@@ -206,10 +206,10 @@ def _world_masks(*sets: str):
 
 @pytest.mark.parametrize("exclude", [None, [], ["body", "tail"]])
 def test_part_concepts_honour_exclude_parts(exclude):
-    """data.concept_source=parts: the guidance mask of each image is the union of its class's parts minus
-    data.exclude_parts (null: body), checked against the world's own part masks."""
-    sets = [] if exclude is None else [f"data.exclude_parts={exclude}"]
-    world, recipe, train = _world_masks("data.concept_source=parts", *sets)
+    """data.concepts.source=parts: the guidance mask of each image is the union of its class's parts minus
+    data.concepts.exclude_parts (null: body), checked against the world's own part masks."""
+    sets = [] if exclude is None else [f"data.concepts.exclude_parts={exclude}"]
+    world, recipe, train = _world_masks("data.concepts.source=parts", *sets)
     excluded = {"body"} if exclude is None else set(exclude)
     pool = world.split("train", 6)
     for i in range(6):
@@ -223,9 +223,9 @@ def test_part_concepts_honour_exclude_parts(exclude):
 
 def test_exclude_parts_is_checked(capsys):
     for sets, needle in (
-        (["data.exclude_parts=[fin-x]"], "data.exclude_parts names fin-x, not a part"),
-        (["data.concept_source=llm", "data.exclude_parts=[body]"], "data.exclude_parts"),
-        (["data.concept_source=llama"], "data.concept_source"),
+        (["data.concepts.source=parts", "data.concepts.exclude_parts=[fin-x]"], "data.concepts.exclude_parts names"),
+        (["data.concepts.exclude_parts=[body]"], "data.concepts.exclude_parts applies to source parts only"),
+        (["data.concepts.source=llama"], "data.concepts.source must be one of llm, parts"),
     ):
         with pytest.raises(CftError, match=needle):
             _world_masks(*sets)

@@ -55,12 +55,12 @@ def test_every_packaged_recipe_validates(name, tmp_path, capsys):
 
 def test_validate_names_the_bad_field(tmp_path, capsys):
     assert main(["recipes", "validate", "world-pretrain", "--set", "train.optim.lr=fast"]) == 2
-    assert main(["recipes", "validate", "world-pretrain", "--set", "data.concept_source=llama"]) == 2
+    assert main(["recipes", "validate", "world-pretrain", "--set", "data.concepts.source=llama"]) == 2
     assert main(["recipes", "validate", "imagenet/vit-b16", "--set", "seeds=[]"]) == 2
     assert main(["recipes", "validate", "demo", "--set", "finetune.epochs=many"]) == 2
     assert main(["recipes", "validate", str(tmp_path / "missing.yaml")]) == 2
     err = capsys.readouterr().err
-    for needle in ("train.optim.lr", "data.concept_source", "seeds", "finetune.epochs", "missing.yaml"):
+    for needle in ("train.optim.lr", "data.concepts.source", "seeds", "finetune.epochs", "missing.yaml"):
         assert needle in err, err
     assert "Traceback" not in err
 

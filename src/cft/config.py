@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from cft.errors import CftError
+from cft.errors import CftError, FieldError
 from cft.io import write_bytes_atomic
 
 T = TypeVar("T")
@@ -38,6 +38,8 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     values = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
     try:
         return cls(**values)
+    except FieldError as err:
+        raise CftError(f"{where}.{err.field} {err.message}") from None
     except CftError:
         raise
     except (TypeError, ValueError) as err:

@@ -16,11 +16,12 @@ from pathlib import Path
 from cft.concepts.filters import FilterConfig
 from cft.concepts.llm import Sampling
 from cft.concepts.validate import ValidationConfig
-from cft.errors import CftError
+from cft.errors import CftError, FieldError
 from cft.io import write_json_atomic
 from cft.world import SyntheticWorld
 
 CONCEPT_SOURCES = ("llm", "parts")
+DEFAULT_EXCLUDED_PARTS = ["body"]  # the world part every class shares: no concept of any class
 SHIPPED_CONCEPTS = "world_concepts"  # under cft/assets: the packaged model's answers (a response cache)
 
 
@@ -38,12 +39,18 @@ class WorldConceptConfig:
     sampling: Sampling = field(default_factory=Sampling)
     filters: FilterConfig = field(default_factory=FilterConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
-    exclude_parts: list[str] = field(default_factory=lambda: ["body"])
+    exclude_parts: list[str] | None = None  # source parts: parts that are no concept (null: body, shared by all)
     threshold: float = 0.5  # the world segmenter's phrase-to-part similarity threshold
 
     def __post_init__(self) -> None:
         if self.source not in CONCEPT_SOURCES:
-            raise CftError(f"concepts.source must be 'llm' or 'parts', got {self.source!r}")
+            raise FieldError("source", f"must be one of {', '.join(CONCEPT_SOURCES)}, got {self.source!r}")
+        if self.source == "llm" and self.exclude_parts is not None:
+            raise FieldError("exclude_parts", "applies to source parts only (llm concepts are validated instead)")
+
+    def excluded_parts(self) -> list[str]:
+        """The parts that are no concept with source parts (default: body, which every class shares)."""
+        return DEFAULT_EXCLUDED_PARTS if self.exclude_parts is None else list(self.exclude_parts)
 
 
 def shipped_concept_answers() -> Path:
@@ -57,7 +64,7 @@ def world_concepts(world: SyntheticWorld, cfg: WorldConceptConfig, out: Path | N
     per-concept validation statistics and the dropped concepts with their reasons are written to OUT/concepts/
     (without `out`, new answers are cached only for this call)."""
     if cfg.source == "parts":
-        return part_concepts(world, cfg.exclude_parts)
+        return part_concepts(world, cfg.excluded_parts())
     if out is None:
         with tempfile.TemporaryDirectory() as scratch:
             return _llm_concepts(world, cfg, Path(scratch) / "concepts", save=False)
@@ -70,12 +77,13 @@ def part_concepts(world: SyntheticWorld, exclude_parts: Sequence[str]) -> dict[s
     unknown = sorted(set(exclude_parts) - known)
     if unknown:
         raise CftError(
-            f"exclude_parts names {', '.join(unknown)}, not a part of any class; parts: {', '.join(sorted(known))}"
+            f"concepts.exclude_parts names {', '.join(unknown)}, not a part of any class; "
+            f"parts: {', '.join(sorted(known))}"
         )
     concepts = {c: [p for p in world.part_names(c) if p not in exclude_parts] for c in world.classes}
     empty = [c for c, names in concepts.items() if not names]
     if empty:
-        raise CftError(f"exclude_parts leaves no concept for {', '.join(empty)}")
+        raise CftError(f"concepts.exclude_parts leaves no concept for {', '.join(empty)}")
     return concepts
 
 

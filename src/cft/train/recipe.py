@@ -18,7 +18,7 @@ import torch
 import yaml
 from torch import nn
 
-from cft.concepts.world import CONCEPT_SOURCES
+from cft.concepts.world import WorldConceptConfig, world_concepts
 from cft.config import from_dict, load_config_data, save_config, to_dict
 from cft.errors import CftError
 from cft.io import write_json_atomic
@@ -26,7 +26,6 @@ from cft.train.base import ObjectiveConfig, build_objective
 from cft.train.trainer import FitResult, TrainConfig, Trainer, check_run_dir, check_train_config
 
 WORLD_VIT = "world-vit"
-DEFAULT_EXCLUDED_PARTS = ["body"]  # the world part every class shares: no concept of any class
 # Fields that may change between a run and its --resume: they do not change what is trained on or how.
 RESUMABLE_CHANGES = (
     "train.epochs",
@@ -69,11 +68,10 @@ class DataSection:
     n_val: int = 500
     few_shot: FewShotSection | None = None  # null: train on all n_train images
     masks: Literal["concepts", "object", "none"] = "concepts"
-    # world, masks=concepts: where each class's concepts come from: parts (its own part names, minus
-    # exclude_parts) | llm (the demo's: the packaged language model's answers, filtered and validated in the
-    # world; the bank is written to OUT/concepts/)
-    concept_source: str = "parts"
-    exclude_parts: list[str] | None = None  # concept_source=parts: parts that are no concept (null: [body])
+    # world, masks=concepts: where each class's concepts come from, as the demo's `concepts` section:
+    # source llm (the packaged language model's answers, filtered and validated in the world; the bank is written
+    # to OUT/concepts/) or parts (each class's part names minus exclude_parts)
+    concepts: WorldConceptConfig = field(default_factory=WorldConceptConfig)
     flip: bool = True  # mirror each training image (and its mask) with probability 0.5
     # folder / waterbirds sources (cft.train.folder_data):
     root: str | None = None  # folder: root/<class folder>/<images>; waterbirds / grouped: folder with metadata.csv
@@ -140,10 +138,6 @@ def check_recipe(recipe: FinetuneRecipe) -> None:
             raise CftError(f"data.few_shot.class_fraction must be in (0, 1], got {d.few_shot.class_fraction}")
     check_train_config(recipe.train)
     objective = build_objective(recipe.objective)  # checks objective.*
-    if d.concept_source not in CONCEPT_SOURCES:
-        raise CftError(f"data.concept_source must be one of {', '.join(CONCEPT_SOURCES)}, got {d.concept_source!r}")
-    if d.concept_source == "llm" and d.exclude_parts is not None:
-        raise CftError("data.exclude_parts applies to data.concept_source=parts only (llm concepts are validated)")
     if objective.needs_mask and d.masks == "none":
         raise CftError(
             f"objective {recipe.objective.name!r} is guided by masks but data.masks is 'none'; "
@@ -214,18 +208,6 @@ def build_model(recipe: FinetuneRecipe, num_classes: int, image_size: int) -> nn
 
 
 # ---- data ------------------------------------------------------------------------------------------------
-def world_recipe_concepts(recipe: FinetuneRecipe, world, out: Path | None) -> dict[str, list[str]]:
-    """Each world class's concept phrases as data.concept_source says (the llm bank goes to OUT/concepts/)."""
-    from cft.concepts.world import WorldConceptConfig, world_concepts
-
-    d = recipe.data
-    exclude = DEFAULT_EXCLUDED_PARTS if d.exclude_parts is None else list(d.exclude_parts)
-    try:
-        return world_concepts(world, WorldConceptConfig(source=d.concept_source, exclude_parts=exclude), out)
-    except CftError as err:
-        raise CftError(f"data.{err}" if str(err).startswith("exclude_parts") else str(err)) from None
-
-
 def _world_dataset(world, split, indices: Sequence[int], masks: str, concepts: dict[str, list[str]] | None, segmenter):
     """Images, labels and (unless masks is "none") guidance masks of the samples `indices` of `split`."""
     from cft.grounding.guidance import segment_guidance
@@ -256,9 +238,12 @@ def build_data(recipe: FinetuneRecipe, world, needs_mask: bool, out: Path | None
     if masks == "concepts":
         from cft.text import embed
 
-        segmenter = WorldSegmenter()
+        segmenter = WorldSegmenter(d.concepts.threshold, d.concepts.filters.text_model)
         embed(sorted({p for c in world.classes for p in world.part_names(c)}))  # one batch: concepts are part names
-        concepts = world_recipe_concepts(recipe, world, out)
+        try:
+            concepts = world_concepts(world, d.concepts, out)
+        except CftError as err:
+            raise CftError(f"data.{err}" if str(err).startswith("concepts.") else str(err)) from None
     pool = world.split(d.train_split, d.n_train)
     selection = None
     if d.few_shot is None:
