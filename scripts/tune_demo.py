@@ -18,17 +18,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from cft.concepts.world import world_concepts
 from cft.config import merge, parse_overrides
 from cft.demo import (
     demo_config,
-    few_shot_set,
     finetune_variant,
     make_world,
     original_model,
     predict,
 )
-from cft.world.segmenter import WorldSegmenter
 from cft.world.training import split_images
 
 
@@ -47,10 +44,7 @@ def main() -> None:
         out = Path(tmp)
         cfg = demo_config(base)
         world = make_world(cfg)
-        original, _ = original_model(cfg, out, from_scratch=False, progress=False)
-        state = original.state_dict()
-        pool = world.split("train", cfg.finetune.pool).materialize()
-        labels, _ = pool.labels_and_cues()
+        original, _, checkpoint = original_model(cfg, out, from_scratch=False, progress=False)
         val = world.split("val", args.n_val).materialize()
         images, (val_labels, val_cues) = split_images(val), val.labels_and_cues()
         off = val_cues != val_labels
@@ -61,14 +55,11 @@ def main() -> None:
         )
         print(f"| {args.field} | val top-1 | val top-1 off the cue |\n|---|---|---|")
         for value in args.values:
-            cfg = demo_config(merge(base, parse_overrides([f"{args.field}={value}"])))
-            concepts = world_concepts(world, cfg.concepts, out / f"concepts-{value}")  # the field may change them
-            segmenter = WorldSegmenter(cfg.concepts.threshold, cfg.concepts.filters.text_model)
+            cfg = demo_config(merge(base, parse_overrides([f"{args.field}={value}"])))  # its concepts too
             scores = []
             for seed in args.seeds:
-                _, samples, masks = few_shot_set(cfg, world, pool, labels, seed, concepts, segmenter)
                 run = out / f"{value}-{seed}"
-                model = finetune_variant(cfg, world, args.variant, state, samples, masks, seed, run, False)
+                model = finetune_variant(cfg, args.variant, seed, checkpoint, run, False)
                 correct = predict(model, images, 500).numpy() == val_labels
                 scores.append((correct.mean(), correct[off].mean()))
             mean, std = np.mean(scores, 0) * 100, np.std(scores, 0) * 100

@@ -10,43 +10,33 @@ import numpy as np
 import pytest
 import torch
 
-from cft.data.fewshot import select_few_shot
-from cft.demo import concept_masks, demo_config, finetune, make_world, original_model, predict
+from cft.demo import concept_masks, demo_config, finetune_variant, make_world, original_model, predict
 from cft.evaluate.metrics import relevance_share
 from cft.world.segmenter import WorldSegmenter
-from cft.world.training import ArrayDataset, relevance_maps
+from cft.world.training import relevance_maps
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    cfg = demo_config({"finetune": {"epochs": 20}})
+    """The shipped model, part concepts (no language model), 3 images from half of the classes of 600."""
+    cfg = demo_config({"finetune": {"epochs": 20, "pool": 600}, "concepts": {"source": "parts"}})
     world = make_world(cfg)
-    model, _ = original_model(cfg, tmp_path_factory.mktemp("demo"), from_scratch=False, progress=False)
+    model, _, checkpoint = original_model(cfg, tmp_path_factory.mktemp("demo"), from_scratch=False, progress=False)
     concepts = {c: [p for p in world.part_names(c) if p != "body"] for c in world.classes}
-    segmenter = WorldSegmenter()
-    pool = world.split("train", 600).materialize()
-    labels, _ = pool.labels_and_cues()
-    sel = select_few_shot(labels, 3, 0.5, 0, num_classes=len(world.classes))
-    samples = [pool.sample(i) for i in sel.indices]
     test = world.split("test-ood", 120).materialize()
     tests = [test.sample(i) for i in range(len(test))]
-    return cfg, world, model, concepts, segmenter, samples, tests
+    return cfg, world, model, checkpoint, concepts, tests
 
 
 def _finetune(setup, variant, tmp_path):
-    from cft.demo import variant_objective
-
-    cfg, world, model, concepts, segmenter, samples, _ = setup
-    fresh = cfg.model.create(len(world.classes), world.config.image_size)
-    fresh.load_state_dict(model.state_dict())
-    masks = concept_masks(samples, concepts, world.classes, segmenter) if variant == "cft" else None
-    data = ArrayDataset.from_samples(samples, masks)
-    return finetune(fresh, data, variant_objective(cfg, variant), cfg.finetune, 0, tmp_path / variant, False)
+    cfg, _, _, checkpoint, _, _ = setup
+    return finetune_variant(cfg, variant, 0, checkpoint, tmp_path / variant, progress=False)
 
 
 @pytest.mark.slow
 def test_cft_moves_relevance_from_the_cue_to_the_concepts(setup, tmp_path):
-    cfg, world, model, concepts, segmenter, _, tests = setup
+    cfg, world, model, _, concepts, tests = setup
+    segmenter = WorldSegmenter()
     images = torch.from_numpy(np.stack([s["image"] for s in tests]))
     labels = np.array([s["label"] for s in tests])
     cues = np.array([s["cue"] for s in tests])
