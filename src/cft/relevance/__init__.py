@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from cft.errors import CftError
-from cft.models import vit_layout
 from cft.relevance.capture import Captured, capture
 from cft.relevance.methods import METHODS, Backend, Method, Trace
 
@@ -39,24 +38,7 @@ def relevance_with_logits(
     reference code; the loss still reaches the parameters through the attention), True for input-grad and for
     ConvNeXt's gradcam.
     """
-    backend = _backend(model)
-    if backend is not None:
-        return _backend_relevance(model, backend, images, targets, method, create_graph)
-    spec = _method(method)
-    layout = vit_layout(model)
-    _check_images(model, images)
-    grid = layout.grid(model, tuple(images.shape[-2:]))
-    create_graph = spec.create_graph_default if create_graph is None else bool(create_graph)
-    with torch.enable_grad(), capture(model, spec.attentions, spec.last_block_input, create_graph) as captured:
-        inputs = images
-        if method == "input-grad" or not any(p.requires_grad for p in model.parameters()):
-            inputs = images if images.requires_grad else images.detach().requires_grad_(True)
-        logits = model(inputs)
-        chosen = _targets(targets, logits)
-        score = logits.gather(1, chosen[:, None]).sum()
-        trace = Trace(inputs, score, captured, layout.num_prefix_tokens, layout.reads_class_token, grid, create_graph)
-        maps = spec.fn(trace)
-    return normalize(maps), logits
+    return _backend_relevance(model, _backend(model), images, targets, method, create_graph)
 
 
 def relevance(
@@ -96,17 +78,17 @@ def _method(name: str) -> Method:
     return METHODS[name]
 
 
-def _backend(model: nn.Module) -> Backend | None:
-    """The backend of a Hugging Face or ConvNeXt model; None for timm ViTs (and anything else)."""
-    from cft.relevance import convnext, hf
+def _backend(model: nn.Module) -> Backend:
+    """The model's relevance backend: Hugging Face, timm ConvNeXt, else timm ViT (which names what is supported)."""
+    from cft.relevance import convnext, hf, timm_vit
 
-    return hf.backend(model) or convnext.backend(model)
+    return hf.backend(model) or convnext.backend(model) or timm_vit.backend(model)
 
 
 def _backend_relevance(
     model: nn.Module, backend: Backend, images: torch.Tensor, targets: Targets, method: str, create_graph: bool | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`relevance_with_logits` for a non-timm-ViT family: the same single forward pass through its backend."""
+    """`relevance_with_logits` through a model family's backend: one forward pass, hooks only for the call."""
     _method(method)
     if method not in backend.methods:
         raise CftError(
@@ -117,7 +99,7 @@ def _backend_relevance(
     _check_batch(images, backend.channels)
     grid = backend.grid(tuple(images.shape[-2:]))
     create_graph = spec.create_graph_default if create_graph is None else bool(create_graph)
-    with torch.enable_grad(), backend.capture(spec) as captured:
+    with torch.enable_grad(), backend.capture(spec, create_graph) as captured:
         inputs = images
         if method == "input-grad" or not any(p.requires_grad for p in model.parameters()):
             inputs = images if images.requires_grad else images.detach().requires_grad_(True)
@@ -153,25 +135,6 @@ def _check_captured(captured: Captured, backend: Backend, grid: tuple[int, int])
     if captured.features is not None and tuple(captured.features.shape[-2:]) != tuple(grid):
         raise CftError(
             f"{backend.family} made a {tuple(captured.features.shape[-2:])} feature map, expected {tuple(grid)}"
-        )
-
-
-def _check_images(model: nn.Module, images: torch.Tensor) -> None:
-    if not isinstance(images, torch.Tensor):
-        raise CftError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
-    if not images.is_floating_point():
-        raise CftError(f"images must be a floating-point tensor (normalised pixels), got dtype {images.dtype}")
-    channels = model.patch_embed.proj.in_channels if hasattr(model.patch_embed, "proj") else None
-    if images.dim() != 4 or (channels is not None and images.shape[1] != channels):
-        raise CftError(f"images must have shape (B, {channels or 'C'}, H, W), got {tuple(images.shape)}")
-    if images.shape[0] == 0:
-        raise CftError("images is an empty batch")
-    expected = tuple(getattr(model.patch_embed, "img_size", None) or ())
-    dynamic = getattr(model, "dynamic_img_size", False) or not getattr(model.patch_embed, "strict_img_size", True)
-    if expected and not dynamic and tuple(images.shape[-2:]) != expected:
-        raise CftError(
-            f"images are {tuple(images.shape[-2:])} pixels but the model takes {expected}; resize them, or "
-            "create the model with img_size=... or dynamic_img_size=True"
         )
 
 

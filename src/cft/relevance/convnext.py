@@ -67,7 +67,7 @@ def feature_backend(
         channels=channels,
         grid=lambda hw: _grid(hw, reduction),
         forward=forward,
-        capture=lambda _spec: _capture(feature_module),
+        capture=lambda _spec, _create_graph: _capture(feature_module),
     )
 
 

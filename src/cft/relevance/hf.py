@@ -74,7 +74,7 @@ def backend(model: nn.Module) -> Backend | None:
         channels=int(config.num_channels),
         grid=lambda hw: _grid(config, hw, interpolate or always_interpolates),
         forward=_forward(inner, interpolate),
-        capture=lambda spec: _capture(layers, spec),
+        capture=lambda spec, _create_graph: _capture(layers, spec),
         num_prefix_tokens=prefix_tokens(kind, config),
         reads_class_token=True,
     )

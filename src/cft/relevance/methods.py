@@ -43,7 +43,7 @@ class Method:
 
 @dataclass(frozen=True)
 class Backend:
-    """A model family other than timm ViTs (Hugging Face ViTs, ConvNeXt): how to run it, what it offers.
+    """A model family (timm ViTs, Hugging Face ViTs, ConvNeXt): how to run it and what it offers.
 
     `grid` checks an image size (H, W) and returns the map grid (rows, cols); `forward` maps images to logits
     (B, classes); `capture` records, for one forward pass, what a method of `methods` reads.
@@ -54,7 +54,7 @@ class Backend:
     channels: int
     grid: Callable[[tuple[int, int]], tuple[int, int]]
     forward: Callable[[torch.Tensor], torch.Tensor]
-    capture: Callable[[Method], AbstractContextManager[Captured]]
+    capture: Callable[[Method, bool], AbstractContextManager[Captured]]  # (method, create_graph)
     num_prefix_tokens: int = 0
     reads_class_token: bool = False
 
