@@ -370,11 +370,17 @@ def test_propose_resumes_from_the_cache(serve, tmp_path):
     assert propose(backend(again.url), CLASSES, cache=cache) == clean and not again.requests
 
 
-def test_propose_progress_bar(serve, capsys):
+def test_propose_progress_bar(serve, capsys, monkeypatch):
+    import sys
+
     server = serve(canned)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the one progress rule: bars only on a terminal
     out = propose(backend(server.url), ["duck"], progress=True)
     assert out["duck"]["superclass"]
     assert "concept prompts" in capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    propose(backend(server.url), ["duck"], progress=True)
+    assert "concept prompts" not in capsys.readouterr().err
 
 
 def test_read_only_cache_answers_first_and_is_never_written(serve, tmp_path):
