@@ -159,3 +159,17 @@ def test_registries_are_listed_in_one_place():
     assert list(LLM_BACKENDS) == ["openai", "gguf"]
     assert {"grounded-sam", "sam3", "owlv2-sam", "clipseg", "world"} == set(registry.SEGMENTERS)
     assert Path(cft.__file__).is_file()
+
+
+def test_a_name_registers_once():
+    from cft.registry import Registry
+
+    things: Registry[int] = Registry("thing")
+    things.add("a", 1)
+    assert things.register("b")(2) == 2 and dict(things) == {"a": 1, "b": 2}
+    with pytest.raises(ValueError, match="thing 'a' is registered twice"):
+        things.add("a", 3)
+    for registry_ in (OBJECTIVES, registry.SEGMENTERS, EVAL_SETS, LLM_BACKENDS):
+        first = next(iter(registry_))
+        with pytest.raises(ValueError, match="registered twice"):
+            registry_.add(first, registry_[first])

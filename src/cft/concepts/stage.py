@@ -15,21 +15,15 @@ from cft.concepts.propose import propose
 from cft.concepts.validate import ValidationConfig, validate_bank, world_validation_inputs
 from cft.data.folders import ImageItem
 from cft.errors import CftError
+from cft.registry import Registry
 
 LLMFactory = Callable[..., LLM]
-LLM_BACKENDS: dict[str, LLMFactory] = {}  # name -> factory(model, base_url, api_key_env, timeout, concurrency, missing)
+LLM_BACKENDS: Registry[LLMFactory] = Registry("LLM backend")  # factory(model, base_url, key env, timeout, ...)
 
 
 def register_llm_backend(name: str) -> Callable[[LLMFactory], LLMFactory]:
     """Decorator: register an LLM backend factory under `name` (`make_llm(name, ...)`)."""
-
-    def add(factory: LLMFactory) -> LLMFactory:
-        if name in LLM_BACKENDS:
-            raise ValueError(f"LLM backend {name!r} is registered twice")
-        LLM_BACKENDS[name] = factory
-        return factory
-
-    return add
+    return LLM_BACKENDS.register(name)
 
 
 @register_llm_backend("openai")

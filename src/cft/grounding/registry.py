@@ -7,17 +7,16 @@ from collections.abc import Callable
 from typing import Any
 
 from cft.errors import CftError
+from cft.registry import Registry
 from cft.segmenter import IdentifiedSegmenter
 
 SegmenterLoader = Callable[[], type]
-SEGMENTERS: dict[str, SegmenterLoader] = {}  # name -> a function that imports and returns the segmenter class
+SEGMENTERS: Registry[SegmenterLoader] = Registry("segmenter")  # name -> a loader of the segmenter class
 
 
 def register_segmenter(name: str, loader: SegmenterLoader) -> None:
     """Make `build_segmenter(name, ...)` build the class `loader()` returns (imported only when asked for)."""
-    if name in SEGMENTERS:
-        raise ValueError(f"segmenter {name!r} is registered twice")
-    SEGMENTERS[name] = loader
+    SEGMENTERS.add(name, loader)
 
 
 def _hf(attr: str) -> SegmenterLoader:

@@ -17,6 +17,7 @@ from torch import nn
 
 from cft.errors import CftError
 from cft.losses import ALIGNMENT_FORMS
+from cft.registry import Registry
 from cft.relevance import METHODS
 
 
@@ -60,19 +61,12 @@ class ObjectiveConfig:
 
 
 ObjectiveBuilder = Callable[[ObjectiveConfig], Objective]
-OBJECTIVES: dict[str, ObjectiveBuilder] = {}  # name -> builder, filled by the modules that define objectives
+OBJECTIVES: Registry[ObjectiveBuilder] = Registry("objective")  # filled by the modules that define objectives
 
 
 def register_objective(name: str) -> Callable[[ObjectiveBuilder], ObjectiveBuilder]:
-    """Decorator: register `builder` as the objective `name` (a second registration of a name is a bug)."""
-
-    def add(builder: ObjectiveBuilder) -> ObjectiveBuilder:
-        if name in OBJECTIVES:
-            raise ValueError(f"objective {name!r} is registered twice")
-        OBJECTIVES[name] = builder
-        return builder
-
-    return add
+    """Decorator: register a builder (ObjectiveConfig -> Objective) as the objective `name`."""
+    return OBJECTIVES.register(name)
 
 
 def build_objective(cfg: ObjectiveConfig) -> Objective:

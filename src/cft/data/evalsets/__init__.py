@@ -40,6 +40,7 @@ from cft.data.evalsets.seg import load_imagenet_seg, read_seg_item
 from cft.data.evalsets.siscore import load_si_score
 from cft.data.evalsets.waterbirds import GROUP_NAMES, GROUPED, group_sizes, load_grouped, load_waterbirds
 from cft.errors import CftError
+from cft.registry import Registry
 
 __all__ = [
     "BENCHMARKS",
@@ -69,29 +70,30 @@ BENCHMARKS: tuple[str, ...] = (
 )
 
 Reader = Callable[[Path], list[Benchmark]]
-EVAL_SETS: dict[str, Reader] = {  # the registry: name -> reader of ROOT (see register_eval_set)
-    "imagenet-val": load_imagenet_val,
-    "imagenet-v2": load_imagenet_v2,
-    "imagenet-a": load_imagenet_a,
-    "imagenet-r": load_imagenet_r,
-    "imagenet-sketch": load_imagenet_sketch,
-    "objectnet": load_objectnet,
-    "si-location": lambda root: load_si_score("si-location", root),
-    "si-rotation": lambda root: load_si_score("si-rotation", root),
-    "si-size": lambda root: load_si_score("si-size", root),
-    "imagenet-seg": load_imagenet_seg,
-    "waterbirds": load_waterbirds,
-    "waterbirds:val": lambda root: load_waterbirds(root, split=1, name="waterbirds:val"),
-    "grouped": lambda root: load_grouped(root, fmt=GROUPED),
-    "grouped:val": lambda root: load_grouped(root, split=1, name="grouped:val", fmt=GROUPED),
-}
+EVAL_SETS: Registry[Reader] = Registry("evaluation set")  # name -> reader of ROOT (see register_eval_set)
+EVAL_SETS.update(
+    {
+        "imagenet-val": load_imagenet_val,
+        "imagenet-v2": load_imagenet_v2,
+        "imagenet-a": load_imagenet_a,
+        "imagenet-r": load_imagenet_r,
+        "imagenet-sketch": load_imagenet_sketch,
+        "objectnet": load_objectnet,
+        "si-location": lambda root: load_si_score("si-location", root),
+        "si-rotation": lambda root: load_si_score("si-rotation", root),
+        "si-size": lambda root: load_si_score("si-size", root),
+        "imagenet-seg": load_imagenet_seg,
+        "waterbirds": load_waterbirds,
+        "waterbirds:val": lambda root: load_waterbirds(root, split=1, name="waterbirds:val"),
+        "grouped": lambda root: load_grouped(root, fmt=GROUPED),
+        "grouped:val": lambda root: load_grouped(root, split=1, name="grouped:val", fmt=GROUPED),
+    }
+)
 
 
 def register_eval_set(name: str, reader: Reader) -> None:
     """Add an evaluation set: `reader(root)` returns its protocols as Benchmarks (`cft evaluate --bench NAME=ROOT`)."""
-    if name in EVAL_SETS:
-        raise ValueError(f"evaluation set {name!r} is registered twice")
-    EVAL_SETS[name] = reader
+    EVAL_SETS.add(name, reader)
 
 
 def load_benchmark(name: str, root: str | Path) -> list[Benchmark]:
