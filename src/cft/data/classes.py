@@ -59,7 +59,9 @@ def resolve_classes(spec: str) -> list[str]:
     elif spec == "world":
         names, what = world_class_names(), "'world'"
     elif path.is_dir():
-        names = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        from cft.data.folders import subfolders  # folders imports this module: a local import
+
+        names = [p.name for p in subfolders(path)]
         what = f"folder {path}"
     elif path.is_file():
         names = []
