@@ -157,3 +157,33 @@ def test_streams_hear_each_epoch_also_after_resume(tmp_path):
 def test_bad_schedule_is_named(tmp_path):
     with pytest.raises(cft.errors.CftError, match="train.optim.schedule"):
         _trainer(tmp_path, optim=OptimConfig(schedule="linear"))
+
+
+class _ExplodesAt:
+    """erm whose loss becomes inf at the `at`-th call (1-based)."""
+
+    needs_mask = False
+
+    def __init__(self, at: int) -> None:
+        self.at, self.calls = at, 0
+        self.inner = build_objective(ObjectiveConfig(name="erm"))
+
+    def __call__(self, model, batch):
+        self.calls += 1
+        out = self.inner(model, batch)
+        if self.calls == self.at:
+            out.terms["loss"] = out.terms["loss"] * float("inf")
+        return out
+
+
+def test_a_non_finite_loss_stops_training_naming_epoch_and_step(tmp_path):
+    """16 images, batch 4: the 7th step is epoch 2, step 3. Training stops there with a clear error, the weights
+    stay those of the last step applied, and no checkpoint of the broken step is written."""
+    trainer = _trainer(tmp_path, epochs=3)
+    trainer.objective = _ExplodesAt(7)
+    with pytest.raises(cft.CftError, match=r"the training loss is inf at epoch 2, step 3") as err:
+        trainer.fit(Blobs(16), None)
+    assert "train.amp=none" in str(err.value)
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert [r["epoch"] for r in trainer.history] == [1]
+    assert (tmp_path / "last.safetensors").is_file()  # epoch 1, intact

@@ -36,13 +36,16 @@ def mask_to_grid(mask: torch.Tensor, grid: tuple[int, int], mode: str = "mean") 
     raise CftError(f"unknown mask_to_grid mode {mode!r}; choose mean, any or majority")
 
 
-def _check_pair(relevance: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _check_pair(relevance: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Map and mask in float32 (at least): LOG_EPS is below bf16's resolution near 1, where 1 - eps rounds to 1
+    and log(1 - Phi) would be -inf, so every loss runs in float32 whatever autocast made the map in."""
     if relevance.shape != mask.shape:
         raise CftError(
             f"relevance {tuple(relevance.shape)} and mask {tuple(mask.shape)} differ in shape: convert the mask "
             "with cft.losses.mask_to_grid or the map with cft.upsample"
         )
-    return mask.to(relevance.dtype)
+    dtype = torch.promote_types(relevance.dtype, torch.float32)
+    return relevance.to(dtype), mask.to(dtype)
 
 
 def concept_alignment(
@@ -58,7 +61,8 @@ def concept_alignment(
     align = concept_weight * L_concept + non_concept_weight * L_non. With a soft mask, |S| = sum S and
     |S'| = sum (1 - S). An empty region contributes 0 to its term.
     """
-    s = _check_pair(relevance, mask).flatten(1)
+    relevance, s = _check_pair(relevance, mask)
+    s = s.flatten(1)
     phi = relevance.flatten(1).clamp(eps, 1 - eps)
     inside, outside = s.sum(1), (1 - s).sum(1)
     concept = -(s * phi.log()).sum(1) / inside.clamp_min(eps)
@@ -74,7 +78,7 @@ def bce_alignment(
     eps: float = LOG_EPS,
 ) -> dict[str, torch.Tensor]:
     """The released code's form: BCE(Phi * S, S) and BCE(Phi * (1 - S), 0), each averaged over all pixels."""
-    s = _check_pair(relevance, mask)
+    relevance, s = _check_pair(relevance, mask)
     concept = F.binary_cross_entropy((relevance * s).clamp(eps, 1 - eps), s)
     non = F.binary_cross_entropy((relevance * (1 - s)).clamp(eps, 1 - eps), torch.zeros_like(s))
     return _weighted_terms(concept, non, concept_weight, non_concept_weight)
@@ -87,7 +91,7 @@ def robustvit_alignment(
     background_weight: float = 2.0,
 ) -> dict[str, torch.Tensor]:
     """RobustViT's MSE form: 2 * mean((Phi * (1 - S))^2) + 0.3 * mean(S * (Phi - 1)^2)."""
-    s = _check_pair(relevance, mask)
+    relevance, s = _check_pair(relevance, mask)
     background = ((relevance * (1 - s)) ** 2).mean()
     foreground = (s * (relevance - 1) ** 2).mean()
     return _weighted_terms(foreground, background, foreground_weight, background_weight)
@@ -104,6 +108,7 @@ def consistency(logits: torch.Tensor, temperature: float = 1.0, labels: torch.Te
     if temperature <= 0:
         raise CftError(f"temperature must be > 0, got {temperature}")
     target = logits.detach().argmax(dim=1) if labels is None else labels
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 under autocast too
     return F.cross_entropy(logits / temperature, target)
 
 
@@ -146,7 +151,8 @@ class CFTLoss:
         logits: torch.Tensor,
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        terms = self.alignment(relevance, mask)
-        terms["cls"] = consistency(logits, self.temperature, labels)
-        terms["loss"] = self.align_weight * terms["align"] + self.cls_weight * terms["cls"]
+        with torch.autocast(relevance.device.type, enabled=False):  # every term in float32 (see _check_pair)
+            terms = self.alignment(relevance, mask)
+            terms["cls"] = consistency(logits, self.temperature, labels)
+            terms["loss"] = self.align_weight * terms["align"] + self.cls_weight * terms["cls"]
         return terms

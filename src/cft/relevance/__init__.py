@@ -53,8 +53,9 @@ def relevance(
 
 
 def normalize(maps: torch.Tensor) -> torch.Tensor:
-    """Min-max normalise each map of (B, ...) to [0, 1]; a constant map becomes zeros (never NaN)."""
-    flat = maps.flatten(1)
+    """Min-max normalise each map of (B, ...) to [0, 1] in float32 at least (bf16 under autocast would round the
+    values near 1 to exactly 1); a constant map becomes zeros (never NaN)."""
+    flat = maps.flatten(1).to(torch.promote_types(maps.dtype, torch.float32))
     low = flat.min(dim=1, keepdim=True).values
     span = flat.max(dim=1, keepdim=True).values - low
     safe = torch.where(span > 0, span, torch.ones_like(span))

@@ -175,6 +175,7 @@ class Trainer:
             batch = self._to_device(self.collate([train_set[i] for i in mine]))
             with self._autocast():
                 out = self.objective(self.model, batch)
+            self._check_finite(out.terms["loss"])
             (out.terms["loss"] * (len(mine) / len(global_batch) * self.dist.world_size)).backward()
             for k, v in out.terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(mine)
@@ -184,6 +185,16 @@ class Trainer:
         if self.cfg.optim.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        """Stop at the first non-finite loss, before it reaches the weights (the last saved epoch is kept)."""
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise CftError(
+                f"the training loss is {value} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}; nothing of "
+                f"this step was applied and {self.run_dir} keeps the last finished epoch. Lower train.optim.lr, set "
+                "train.optim.grad_clip, or train without bf16 (train.amp=none)"
+            )
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.device.type == "cpu":
