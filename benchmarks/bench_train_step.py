@@ -19,6 +19,8 @@ torch.cuda.max_memory_allocated minus the memory allocated before the first step
     PYTHONPATH=src python benchmarks/bench_train_step.py                 # default configuration, table + targets
     PYTHONPATH=src python benchmarks/bench_train_step.py --methods all --json bench.json
     PYTHONPATH=src python benchmarks/bench_train_step.py --phases        # where the time of a cft step goes
+    PYTHONPATH=src python benchmarks/bench_train_step.py --img-size 224 --patch 16 --depth 12 --batch 8 \
+        --run plain,cft,reference --interleave 2 --steps 3          # the paper's resolution, one process
 
 Targets (checked for the default configuration, printed as PASS/FAIL): cft time <= 1.5x plain; cft >= 1.4x faster
 than reference; cft peak memory <= 1.5x plain. Exit code 0 unless --strict and a target FAILs.
@@ -93,6 +95,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="instead: time the phases (forward, autograd.grad, rollout, loss, backward, step) of the plain, cft and "
         "reference steps in one process",
+    )
+    p.add_argument(
+        "--interleave",
+        type=int,
+        metavar="ROUNDS",
+        default=0,
+        help="instead of a subprocess per step type: one process, the step types interleaved for ROUNDS rounds "
+        "of --steps steps each, the best round's median reported (robust to a noisy shared machine; no memory)",
     )
     p.add_argument("--_worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -395,6 +405,43 @@ def machine_info(args: argparse.Namespace) -> dict:
     return info
 
 
+def run_interleaved(args: argparse.Namespace) -> list[dict]:
+    """Every step type on one model in one process, round after round; per type the best round's median."""
+    torch.set_num_threads(args.threads)
+    model, optimizer, images, labels, mask = build(args)
+    device = images.device
+    steps = {step: make_step(step, model, optimizer, images, labels, mask) for step in args.run_steps}
+    for step_fn in steps.values():
+        for _ in range(args.warmup):
+            step_fn()
+    rounds: dict[str, list[float]] = {step: [] for step in steps}
+    for _ in range(args.interleave):
+        for step, step_fn in steps.items():
+            times = []
+            for _ in range(args.steps):
+                sync(device)
+                t0 = time.perf_counter()
+                step_fn()
+                sync(device)
+                times.append(time.perf_counter() - t0)
+            rounds[step].append(statistics.median(times))
+    results = []
+    for step, medians in rounds.items():
+        best = min(medians)
+        results.append(
+            {
+                "step": step,
+                "ms_per_step": best * 1e3,
+                "images_per_s": args.batch / best,
+                "peak_mib": None,
+                "min_ms": best * 1e3,
+                "max_ms": max(medians) * 1e3,
+                "round_medians_ms": [m * 1e3 for m in medians],
+            }
+        )
+    return results
+
+
 def run_one(args: argparse.Namespace, step: str) -> dict:
     proc = subprocess.run(worker_argv(args, step), stdout=subprocess.PIPE, text=True)
     for line in proc.stdout.splitlines():
@@ -427,10 +474,10 @@ def report(args: argparse.Namespace, results: list[dict]) -> list[dict]:
         speed = ratio(ref and ref["ms_per_step"], r["ms_per_step"])
         r.update(time_vs_plain=t_ratio, memory_vs_plain=m_ratio, speedup_over_reference=speed)
         print(
-            f"{r['step']:<20} {r['ms_per_step']:9.1f} {r['images_per_s']:9.1f} {r['peak_mib']:9.1f} "
+            f"{r['step']:<20} {r['ms_per_step']:9.1f} {r['images_per_s']:9.1f} {fmt(r['peak_mib'], '9.1f')} "
             f"{fmt(t_ratio, '10.2f', '')} {fmt(m_ratio, '10.2f', '')} {fmt(speed, '9.2f', '')}"
         )
-    noisy = [r["step"] for r in by.values() if r["max_ms"] > NOISE_SPREAD * r["min_ms"]]
+    noisy = [r["step"] for r in by.values() if r["max_ms"] > NOISE_SPREAD * r["min_ms"] and not args.interleave]
     if noisy:
         print(
             f"\nwarning: timed steps of {', '.join(noisy)} vary by more than {NOISE_SPREAD}x (max/min); other "
@@ -482,10 +529,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"torch {info['torch']}, {info['cpu']} ({info['cpu_count']} cpus), python {info['python']}")
     memory = "CUDA max_memory_allocated" if args.device == "cuda" else "peak RSS (ru_maxrss) - RSS before"
-    print(f"each step type in its own subprocess; ms/step = median; peak MiB = {memory} the first step\n")
-    results = []
-    for step in args.run_steps:
-        results.append(run_one(args, step))
+    if args.interleave:
+        print(f"one process, step types interleaved, {args.interleave} rounds; ms/step = the best round's median\n")
+        results = run_interleaved(args)
+    else:
+        print(f"each step type in its own subprocess; ms/step = median; peak MiB = {memory} the first step\n")
+        results = [run_one(args, step) for step in args.run_steps]
     targets = report(args, results)
     if args.json:
         config = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("json", "strict")}
