@@ -1,0 +1,31 @@
+"""benchmarks/gpu_check.py at toy sizes on the CPU: every check runs and reports (the GPU run is the same script)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+
+
+def test_gpu_check_runs_tiny_on_cpu(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    assert gpu_check.main(["--device", "cpu", "--tiny", "--json", str(tmp_path / "rows.json")]) == 0
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    steps = [r for r in rows if r["check"].startswith("step ")]
+    assert len(steps) == 3 * 2 * 2  # plain / cft / reference x two batch sizes x fp32 / bf16
+    assert all(r["ms"] > 0 and r["images_per_s"] > 0 for r in steps)
+    device_vs_cpu, bf16_vs_fp32 = (r["max_abs_diff"] for r in rows if r["check"] == "relevance")
+    assert device_vs_cpu == 0.0  # cpu against cpu: the same numbers
+    assert math.isfinite(bf16_vs_fp32) and bf16_vs_fp32 < 0.2
+    finetune = next(r for r in rows if r["check"] == "cft finetune")
+    assert finetune["exit"] == 0 and math.isfinite(finetune["train_loss"])
+    assert finetune["setting"].startswith("20 steps")
+    evaluate = next(r for r in rows if r["check"] == "cft evaluate")
+    assert evaluate["exit"] == 0 and evaluate["images_per_s"] > 0
+    out = capsys.readouterr().out
+    assert "| check | setting |" in out and "step cft" in out
