@@ -142,6 +142,11 @@ def parse_model_args(items: Sequence[str]) -> dict[str, object]:
             kwargs[key] = yaml.safe_load(value)
         except yaml.YAMLError as err:
             raise CftError(f"--model-arg {key}: cannot read {value!r} as a YAML value ({err})") from None
+        count = kwargs[key]
+        if key in ("num_classes", "num_labels") and (
+            isinstance(count, bool) or not isinstance(count, int) or count < 1
+        ):
+            raise CftError(f"--model-arg {key} must be an integer >= 1, got {value!r}")
     return kwargs
 
 

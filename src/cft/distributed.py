@@ -106,6 +106,12 @@ def device_for(name: str, dist: Distributed | None = None, what: str = "device")
     if name == "auto":
         return torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as err:
         raise CftError(f"{what}: {err}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CftError(f"{what} {name}: CUDA is not available here (no GPU or no driver); use cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CftError(f"{what} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device

@@ -11,6 +11,7 @@ from cft.errors import CftError
 def add_parser(subcommands: argparse._SubParsersAction) -> None:
     """Register `cft evaluate`."""
     from cft.data.evalsets import BENCHMARKS
+    from cft.relevance import METHODS
 
     p = subcommands.add_parser(
         "evaluate",
@@ -38,7 +39,12 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     p.add_argument("--std", help="normalisation std, e.g. 0.5,0.5,0.5")
     p.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on GPUs")
     p.add_argument("--no-channels-last", action="store_true")
-    p.add_argument("--relevance-method", default="grad-rollout", help="for imagenet-seg (default grad-rollout)")
+    p.add_argument(
+        "--relevance-method",
+        default="grad-rollout",
+        choices=list(METHODS),
+        help="for imagenet-seg (default grad-rollout)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=run_evaluate_command)
 

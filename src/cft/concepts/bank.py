@@ -164,7 +164,10 @@ class ConceptBank:
             raise CftError(f"concept bank {path}: no such file") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CftError(f"concept bank {path}: not valid JSON ({e})") from None
-        return cls.from_dict(data, f"concept bank {path}")
+        bank = cls.from_dict(data, f"concept bank {path}")
+        if not bank.concepts:
+            raise CftError(f"concept bank {path} has no classes")
+        return bank
 
 
 def read_hand_bank(path: str | Path) -> ConceptBank:

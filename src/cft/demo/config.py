@@ -9,6 +9,7 @@ from cft.concepts.world import WorldConceptConfig
 from cft.config import from_dict, merge
 from cft.errors import CftError
 from cft.train import ObjectiveConfig, build_objective
+from cft.train.trainer import OptimConfig, check_optim
 from cft.world import SyntheticWorld, WorldConfig
 from cft.world.training import (
     WorldModelConfig,
@@ -120,6 +121,16 @@ def demo_config(overrides: dict[str, Any] | None = None, quick: bool = False) ->
     if unknown:
         raise CftError(f"demo config: unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
     make_world(cfg)  # validate the world fields now
+    if not cfg.seeds:
+        raise CftError("demo config seeds must list at least one seed")
+    f = cfg.finetune
+    optim = OptimConfig(lr=f.lr, weight_decay=f.weight_decay, lr_decay=f.lr_decay, lr_decay_every=f.lr_decay_every)
+    check_optim(optim, where="demo config finetune")
+    for name in ("epochs", "batch_size", "per_class", "pool"):
+        if getattr(f, name) < 1:
+            raise CftError(f"demo config finetune.{name} must be >= 1, got {getattr(f, name)}")
+    if not 0 < f.class_fraction <= 1:
+        raise CftError(f"demo config finetune.class_fraction must be in (0, 1], got {f.class_fraction}")
     for baseline in cfg.baselines:
         build_objective(variant_objective(cfg, baseline))
     return cfg

@@ -180,6 +180,12 @@ def run_masks(
     bank = ConceptBank.load(bank_path)
     only = read_image_list(image_list) if image_list else None
     items = list_images(images, list(bank.concepts), only)
+    empty = sorted({it.label for it in items if it.label in bank.concepts and not bank.names(it.label)})
+    if empty and not object_masks:
+        raise CftError(
+            f"concept bank {bank_path} has no concepts for class(es) {', '.join(empty[:5])} of these images; "
+            "give them concepts, leave their images out (--list), or make object masks (--object-masks)"
+        )
     dist = Distributed.current()
     rank, world_size = dist.rank, dist.world_size
     store = MaskStore(out)

@@ -150,6 +150,17 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     """Load the weights in `path` into `model` strictly; a mismatch names the keys."""
     state = read_state_dict(path)
+    own = model.state_dict()
+    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape]
+    if wrong:
+        name, theirs, ours = wrong[0]
+        hint = ""
+        if name.startswith(("head.", "classifier.", "model.classifier.")) and theirs[:1] != ours[:1]:
+            hint = f"; a {theirs[0]}-class checkpoint: build the model with num_classes={theirs[0]} (--model-arg)"
+        raise CftError(
+            f"checkpoint {path} does not fit {type(model).__name__}: tensor {name} is {theirs} in the checkpoint "
+            f"but {ours} in the model ({len(wrong)} tensor(s) differ){hint}"
+        )
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CftError(

@@ -317,6 +317,25 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise CftError(f"train.amp must be auto, bf16 or none, got {cfg.amp!r}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise CftError(f"train.epochs and train.batch_size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
+    check_optim(cfg.optim)
+    if cfg.device != "auto":
+        device_for(cfg.device, Distributed(), what="train.device")  # a device that exists, before any work
+
+
+def check_optim(optim: OptimConfig, where: str = "train.optim") -> None:
+    """Every optimiser field in range, each error naming the field (`where` is how the caller spells it)."""
+    checks = [
+        ("lr", math.isfinite(optim.lr) and optim.lr > 0, "a finite number > 0"),
+        ("weight_decay", math.isfinite(optim.weight_decay) and optim.weight_decay >= 0, "a finite number >= 0"),
+        ("betas", len(optim.betas) == 2 and all(0 <= b < 1 for b in optim.betas), "two numbers in [0, 1)"),
+        ("lr_decay", math.isfinite(optim.lr_decay) and 0 < optim.lr_decay <= 1, "in (0, 1]"),
+        ("lr_decay_every", optim.lr_decay_every >= 1, "an integer >= 1"),
+        ("warmup_epochs", optim.warmup_epochs >= 0, "an integer >= 0"),
+        ("grad_clip", optim.grad_clip is None or (math.isfinite(optim.grad_clip) and optim.grad_clip > 0), "> 0"),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            raise CftError(f"{where}.{name} must be {expected}, got {getattr(optim, name)!r}")
 
 
 def check_run_dir(run_dir: str | Path, resume: bool) -> None:
