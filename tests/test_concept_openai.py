@@ -13,6 +13,7 @@ from cft.concepts.llm import ResponseCache, Sampling
 from cft.concepts.llm_openai import OpenAIBackend
 from cft.concepts.prompts import PROMPT_KINDS
 from cft.concepts.propose import propose
+from cft.concepts.stage import propose_bank
 from cft.errors import CftError
 from tests.chat_server import canned, last_user, reply
 
@@ -359,15 +360,34 @@ def test_propose_resumes_from_the_cache(serve, tmp_path):
         propose(backend(broken.url, retries=1), CLASSES, cache=cache, concurrency=2)
     assert len(list((tmp_path / "cache").glob("*.json"))) == 5
 
-    healthy = serve(canned)
-    # the cache key holds backend and model, not the URL: the same model behind another address resumes
-    resumed = propose(backend(healthy.url), CLASSES, cache=cache, concurrency=2)
-    assert len(healthy.requests) == 12 - 5
+    broken.script = canned  # the same server, healthy again: the run resumes from the cache
+    asked = len(broken.requests)
+    resumed = propose(backend(broken.url), CLASSES, cache=cache, concurrency=2)
+    assert len(broken.requests) - asked == 12 - 5
     assert resumed == clean
     answered_before = {last_user(b) for b in broken.requests[:5]}
-    assert answered_before.isdisjoint(last_user(b) for b in healthy.requests)
-    again = serve(canned)
-    assert propose(backend(again.url), CLASSES, cache=cache) == clean and not again.requests
+    assert answered_before.isdisjoint(last_user(b) for b in broken.requests[asked:])
+    asked = len(broken.requests)
+    assert propose(backend(broken.url), CLASSES, cache=cache) == clean and len(broken.requests) == asked
+    # the key holds the server too: the same model name behind another address is another model, asked again
+    other = serve(canned)
+    assert propose(backend(other.url), CLASSES, cache=cache) == clean and len(other.requests) == 12
+
+
+def test_unusable_answers_are_asked_again_and_never_cached(serve, tmp_path, capsys):
+    """An empty or unparsable answer: asked once more, not cached, and the class is reported as left empty."""
+
+    def empty_for_violin(body, headers, i):
+        return reply(*([""] * body.get("n", 1))) if "violin" in last_user(body) else canned(body, headers, i)
+
+    server = serve(empty_for_violin)
+    cache = ResponseCache(tmp_path / "cache")
+    bank = propose_bank(backend(server.url), CLASSES, Sampling(), cache)
+    violin = [b for b in server.requests if "violin" in last_user(b)]
+    assert len(violin) == 3 * 2  # three questions, each asked twice
+    assert not bank.names("violin") and all(bank.names(c) for c in CLASSES if c != "violin")
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 3 * (len(CLASSES) - 1)
+    assert "no usable answer for violin" in capsys.readouterr().err
 
 
 def test_propose_progress_bar(serve, capsys, monkeypatch):
@@ -385,15 +405,15 @@ def test_propose_progress_bar(serve, capsys, monkeypatch):
 
 def test_read_only_cache_answers_first_and_is_never_written(serve, tmp_path):
     shipped = tmp_path / "shipped"
-    propose(backend(serve(canned).url), CLASSES, cache=ResponseCache(shipped))
+    server = serve(canned)
+    propose(backend(server.url), CLASSES, cache=ResponseCache(shipped))
     before = {p.name: p.read_bytes() for p in shipped.glob("*.json")}
     assert len(before) == 12
-    silent = serve(canned)
+    asked = len(server.requests)
     layered = ResponseCache(tmp_path / "own", read_only=[shipped])
-    assert propose(backend(silent.url), CLASSES, cache=layered) == propose(backend(silent.url), CLASSES, cache=layered)
-    assert not silent.requests and not (tmp_path / "own").exists()
+    assert propose(backend(server.url), CLASSES, cache=layered) == propose(backend(server.url), CLASSES, cache=layered)
+    assert len(server.requests) == asked and not (tmp_path / "own").exists()
     # a question the read-only folder lacks is asked once and cached in the own folder only
-    more = serve(canned)
-    propose(backend(more.url), [*CLASSES, "heron"], cache=layered)
-    assert len(more.requests) == 3 and len(list((tmp_path / "own").glob("*.json"))) == 3
+    propose(backend(server.url), [*CLASSES, "heron"], cache=layered)
+    assert len(server.requests) == asked + 3 and len(list((tmp_path / "own").glob("*.json"))) == 3
     assert {p.name: p.read_bytes() for p in shipped.glob("*.json")} == before

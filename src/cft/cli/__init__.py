@@ -35,5 +35,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = stop.code
         return code if isinstance(code, int) else (0 if code is None else 2)
     except CftError as err:
-        print(f"cft: error: {err}", file=sys.stderr)
+        print(f"cft: error: {user_message(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "cft: interrupted: finished work is kept (saved epochs and training state, mask entries, cached LLM "
+            "answers, finished runs); rerun the same command to continue (cft finetune: add --resume)",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def user_message(err: CftError) -> str:
+    """The error's message; for one re-raised from a DataLoader worker, only the worker's own message (torch
+    pastes the worker's traceback into it)."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    return last.split("CftError: ", 1)[-1]

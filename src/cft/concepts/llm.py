@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -46,6 +46,9 @@ class ResponseCache:
 
     def key(self, llm: LLM, messages: list[Message], sampling: Sampling) -> str:
         payload = {"backend": llm.backend, "model": llm.model, "messages": messages, "sampling": asdict(sampling)}
+        server = getattr(llm, "base_url", None)
+        if server:  # the same model name on another server is another model (local backends have none)
+            payload["server"] = server
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def get(self, key: str) -> list[str] | None:
@@ -69,14 +72,25 @@ def _read_answers(path: Path) -> list[str] | None:
     return answers if isinstance(answers, list) and all(isinstance(a, str) for a in answers) else None
 
 
-def complete_cached(llm: LLM, messages: list[Message], sampling: Sampling, cache: ResponseCache | None) -> list[str]:
-    """`llm.complete` through the cache (when given)."""
-    if cache is None:
-        return llm.complete(messages, sampling)
-    key = cache.key(llm, messages, sampling)
-    hit = cache.get(key)
+def complete_cached(
+    llm: LLM,
+    messages: list[Message],
+    sampling: Sampling,
+    cache: ResponseCache | None,
+    usable: Callable[[list[str]], bool] = lambda answers: any(a.strip() for a in answers),
+    tries: int = 2,
+) -> list[str]:
+    """`llm.complete` through the cache (when given). Answers that are not `usable` (default: all empty) are
+    asked again, up to `tries` times, and never cached: a rerun asks again instead of reusing a failure."""
+    key = cache.key(llm, messages, sampling) if cache is not None else None
+    hit = cache.get(key) if cache is not None else None
     if hit is not None:
         return hit
-    answers = llm.complete(messages, sampling)
-    cache.put(key, answers)
+    answers: list[str] = []
+    for _ in range(max(tries, 1)):
+        answers = llm.complete(messages, sampling)
+        if usable(answers):
+            if cache is not None:
+                cache.put(key, answers)
+            return answers
     return answers

@@ -36,7 +36,7 @@ def propose(
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cft-llm")
     try:
         futures: dict[Future, tuple[str, str]] = {
-            pool.submit(complete_cached, llm, messages, sampling, cache): (c, k) for c, k, messages in jobs
+            pool.submit(complete_cached, llm, messages, sampling, cache, _parsable): (c, k) for c, k, messages in jobs
         }
         pending = set(futures)
         while pending:
@@ -66,3 +66,8 @@ def propose(
                 merged.extend(parse_answer(answer))
             result[c][k] = list(dict.fromkeys(merged))
     return result
+
+
+def _parsable(answers: list[str]) -> bool:
+    """An answer is usable when at least one concept can be parsed from it (else it is asked again, not cached)."""
+    return any(parse_answer(answer) for answer in answers)

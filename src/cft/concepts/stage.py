@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -111,6 +112,13 @@ def propose_bank(
     if not classes:
         raise CftError("no classes to propose concepts for")
     proposals = propose(llm, classes, PROMPT_KINDS, sampling, cache, concurrency, progress)
+    empty = [c for c, by_kind in proposals.items() if not any(by_kind.values())]
+    if empty:
+        print(
+            f"cft: note: no usable answer for {', '.join(empty[:10])} after retries; left empty and not cached "
+            "(a rerun asks again)",
+            file=sys.stderr,
+        )
     provenance = {
         "backend": llm.backend,
         "model": llm.model,

@@ -12,7 +12,7 @@ from torch import nn
 
 from cft.errors import CftError
 
-__all__ = ["Preprocessor", "load_image", "preprocessor", "sample_image_path"]
+__all__ = ["Preprocessor", "load_image", "preprocessor", "sample_image_path", "to_rgb"]
 
 
 def sample_image_path() -> Path:
@@ -30,9 +30,30 @@ def load_image(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGB")
+            return to_rgb(img)
     except Exception as err:  # PIL raises many types for foreign or truncated files
         raise CftError(f"cannot read image {path} ({type(err).__name__}: {err})") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow image as 8-bit RGB: 16- and 32-bit integer images scaled (not clipped) to 0..255, float images
+    in [0, 1] or [0, 255] scaled or clipped, transparency (RGBA, LA, palettes with a transparent colour)
+    composited over white, CMYK, greyscale and palettes converted."""
+    if img.mode.startswith("I") or img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        if img.mode.startswith("I;16") or (img.mode == "I" and arr.max(initial=0) > 255):
+            arr = arr / 257.0  # 0..65535 -> 0..255
+        elif img.mode == "F" and arr.max(initial=0) <= 1.0:
+            arr = arr * 255.0
+        grey = np.rint(np.clip(arr, 0, 255)).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 class Preprocessor:

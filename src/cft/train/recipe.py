@@ -358,14 +358,17 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | Path, resume: bool = Fal
     torch.manual_seed(recipe.train.seed)  # the initial weights of a model trained from scratch
     source = DATA_SOURCES[recipe.data.source](recipe, objective.needs_mask, out)
     trainer = Trainer(source.model, objective, tcfg, out, source.collate, source.eval_collate)
-    save_config(recipe, out / "config.yaml")
-    selection, classes = source.selection, source.classes
-    if selection is not None:
-        split = {
-            **selection.to_dict(),
-            "seen_class_names": [classes[c] for c in selection.seen_classes],
-            "unseen_class_names": [classes[c] for c in selection.unseen_classes],
-            **source.where,
-        }
-        write_json_atomic(out / "split.json", split)
-    return trainer.fit(source.train, source.val, resume=resume)
+
+    def write_run_files() -> None:  # after a resumed state has loaded: a failed --resume changes nothing
+        save_config(recipe, out / "config.yaml")
+        selection, classes = source.selection, source.classes
+        if selection is not None:
+            split = {
+                **selection.to_dict(),
+                "seen_class_names": [classes[c] for c in selection.seen_classes],
+                "unseen_class_names": [classes[c] for c in selection.unseen_classes],
+                **source.where,
+            }
+            write_json_atomic(out / "split.json", split)
+
+    return trainer.fit(source.train, source.val, resume=resume, before_training=write_run_files)

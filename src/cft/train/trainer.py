@@ -119,11 +119,21 @@ class Trainer:
         return factor
 
     # ---- the loop -------------------------------------------------------------------------------------
-    def fit(self, train_set: Dataset, val_set: Dataset | None, resume: bool = False) -> FitResult:
+    def fit(
+        self,
+        train_set: Dataset,
+        val_set: Dataset | None,
+        resume: bool = False,
+        before_training: Callable[[], None] | None = None,
+    ) -> FitResult:
+        """Train to cfg.epochs. `before_training` runs once the run folder is ready and, when resuming, the saved
+        state has loaded: a failed resume leaves the folder as it was."""
         check_run_dir(self.run_dir, resume)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self._load_state()
+        if before_training is not None:
+            before_training()
         while self.epoch < self.cfg.epochs:
             record = self._train_epoch(train_set)
             if val_set is not None:
@@ -285,9 +295,12 @@ class Trainer:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001
             raise CftError(f"cannot resume from {path} ({type(err).__name__}: {err})") from None
-        self.model.load_state_dict({k: v.to(self.device) for k, v in state["model"].items()})
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        try:
+            self.model.load_state_dict({k: v.to(self.device) for k, v in state["model"].items()})
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise CftError(f"cannot resume from {path}: it does not fit this model and optimiser ({err})") from None
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
