@@ -104,6 +104,11 @@ def test_resume_equals_uninterrupted(tmp_path, objective):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    # the resumed epoch logs the whole epoch's averages, as the uninterrupted run did (not only the last steps)
+    logged = [json.loads(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    for want, got in zip(full.history, logged, strict=True):
+        for key in ("train_loss", "train_top1", "val_loss"):
+            assert got[key] == pytest.approx(want[key], abs=1e-7), (want["epoch"], key)
 
 
 def test_existing_run_needs_resume(tmp_path):

@@ -101,6 +101,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=o.betas)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.history: list[dict[str, Any]] = []
+        self.epoch_sums: dict[str, float] = {}  # this epoch's running sums of the logged terms (this rank's)
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
@@ -155,7 +156,8 @@ class Trainer:
         batches = list(_chunks(order, self.cfg.batch_size))
         if self.step_in_epoch == 0:
             torch.manual_seed(_mix(self.cfg.seed, self.epoch) + self.dist.rank)
-        sums: dict[str, float] = {}
+            self.epoch_sums = {}
+        sums = self.epoch_sums  # kept in the saved state: a resumed epoch logs the whole epoch's averages
         start = time.perf_counter()
         bar = _progress(len(batches), self.step_in_epoch, f"epoch {self.epoch + 1}/{self.cfg.epochs}", self.cfg)
         bar = bar if self.dist.rank == 0 else None
@@ -279,8 +281,10 @@ class Trainer:
 
     def _save_state(self) -> None:
         rngs = self.dist.gather(torch.get_rng_state())  # every rank's, so a resumed job draws the same flips
+        sums = self.dist.gather(json.dumps(self.epoch_sums))  # and every rank's running sums of this epoch
         if self.dist.rank == 0:
             state = self._state()
+            state["epoch_sums_ranks"] = json.dumps(sums)
             if self.dist.world_size > 1:
                 state["rng_ranks"] = rngs
             with atomic_path(self.run_dir / STATE_FILE) as tmp:
@@ -305,6 +309,8 @@ class Trainer:
         self.global_step = state["global_step"]
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
         self.history = json.loads(state["history"])
+        sums = json.loads(state.get("epoch_sums_ranks", "[]"))
+        self.epoch_sums = json.loads(sums[self.dist.rank]) if len(sums) == self.dist.world_size else {}
         ranks = state.get("rng_ranks")
         if ranks is not None and len(ranks) == self.dist.world_size:
             torch.set_rng_state(ranks[self.dist.rank])
