@@ -1,0 +1,214 @@
+"""The user-error contract as a matrix: a bad input to any verb ends with exit status 2, one `cft: error:` line that
+names the file, field or argument, no traceback, and no partial output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import cft
+from cft.cli import main
+from cft.models import save_checkpoint
+
+TINY = ["--model-arg", "img_size=32", "--model-arg", "patch_size=8", "--model-arg", "depth=1"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """Files the cases point at: a 10-class checkpoint, an image, a truncated image, banks, recipes, trees."""
+    root = tmp_path_factory.mktemp("inputs")
+    model = cft.load_model("vit_tiny_patch16_224", num_classes=10, img_size=32, patch_size=8, depth=1)
+    save_checkpoint(model, root / "ten.safetensors")
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(root / "img.png")
+    (root / "trunc.png").write_bytes((root / "img.png").read_bytes()[:60])
+    (root / "not-an-image.png").write_text("hello")
+    (root / "pickle.pt").write_bytes(b"\x80\x04K\x01.")
+    (root / "tiny.yaml").write_text(
+        "objective:\n  name: erm\ndata:\n  masks: none\n  world: {image_size: 32}\n  n_train: 20\n  n_val: 10\n"
+        "model: {depth: 1}\ntrain:\n  epochs: 1\n"
+    )
+    (root / "bad.yaml").write_text("train: [unclosed\n")
+    (root / "list.yaml").write_text("- a\n- b\n")
+    (root / "empty_bank.json").write_text(json.dumps({"concepts": {}}))
+    (root / "bad_bank.json").write_text("{not json")
+    (root / "bank.json").write_text(json.dumps({"concepts": {"cat": [{"name": "ear"}], "dog": []}}))
+    for cls in ("cat", "dog"):
+        (root / "tree" / cls).mkdir(parents=True)
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / "tree" / cls / "a.png")
+    (root / "val" / "n01440764").mkdir(parents=True)  # an imagenet-val tree: one tench
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(root / "val" / "n01440764" / "a.png")
+    (root / "empty").mkdir()
+    return root
+
+
+def cases(r: Path, out: Path) -> dict[str, tuple[list[str], str]]:
+    """name -> (argv, a needle the message must hold). Every case writes (if anything) under `out`."""
+    tiny = str(r / "tiny.yaml")
+    ft = ["finetune", "--config", tiny, "--no-progress", "--out", str(out)]
+    ev = ["evaluate", "--model", "vit_tiny_patch16_224", *TINY, "--out", str(out / "r.json")]
+    ex = ["explain", str(r / "img.png"), *TINY, "--out", str(out)]
+    val = f"imagenet-val={r / 'val'}"
+    return {
+        # explain
+        "explain: checkpoint of another shape": ([*ex, "--checkpoint", str(r / "ten.safetensors")], "head.bias"),
+        "explain: missing checkpoint": ([*ex, "--checkpoint", str(r / "nope.safetensors")], "nope.safetensors"),
+        "explain: pickle checkpoint": ([*ex, "--checkpoint", str(r / "pickle.pt")], "pickle.pt"),
+        "explain: truncated image": (["explain", str(r / "trunc.png"), *TINY, "--out", str(out)], "trunc.png"),
+        "explain: not an image": (["explain", str(r / "not-an-image.png"), *TINY, "--out", str(out)], "not-an-image"),
+        "explain: missing image": (["explain", str(r / "nope.png"), *TINY, "--out", str(out)], "nope.png"),
+        "explain: num_classes 0": ([*ex, "--model-arg", "num_classes=0"], "num_classes"),
+        "explain: num_classes -3": ([*ex, "--model-arg", "num_classes=-3"], "num_classes"),
+        "explain: bad model-arg": ([*ex, "--model-arg", "depth"], "--model-arg"),
+        "explain: target out of range": ([*ex, "--target", "5000"], "--target"),
+        "explain: unknown model": (
+            ["explain", str(r / "img.png"), "--model", "vit_nope", "--out", str(out)],
+            "vit_nope",
+        ),
+        "explain: unknown method": ([*ex, "--method", "lime"], "--method"),
+        # finetune
+        "finetune: lr 0": ([*ft, "--set", "train.optim.lr=0"], "train.optim.lr"),
+        "finetune: lr nan": ([*ft, "--set", "train.optim.lr=.nan"], "train.optim.lr"),
+        "finetune: betas": ([*ft, "--set", "train.optim.betas=[1.5, 0.9]"], "train.optim.betas"),
+        "finetune: weight decay": ([*ft, "--set", "train.optim.weight_decay=-1"], "train.optim.weight_decay"),
+        "finetune: lr_decay 0": ([*ft, "--set", "train.optim.lr_decay=0"], "train.optim.lr_decay"),
+        "finetune: epochs 0": ([*ft, "--set", "train.epochs=0"], "train.epochs"),
+        "finetune: batch 0": ([*ft, "--set", "train.batch_size=0"], "train.batch_size"),
+        "finetune: device cuda": ([*ft, "--set", "train.device=cuda:7"], "train.device"),
+        "finetune: amp": ([*ft, "--set", "train.amp=fp8"], "train.amp"),
+        "finetune: world classes": ([*ft, "--set", "data.world.num_classes=0"], "num_classes"),
+        "finetune: unknown field": ([*ft, "--set", "train.epoch=3"], "epoch"),
+        "finetune: wrong type": ([*ft, "--set", "train.epochs=many"], "train.epochs"),
+        "finetune: unknown objective": ([*ft, "--set", "objective.name=lime"], "objective.name"),
+        "finetune: checkpoint shape": (
+            [*ft, "--set", f"model.checkpoint={r / 'ten.safetensors'}", "--set", "model.depth=2"],
+            "model.checkpoint",
+        ),
+        "finetune: resume nothing": ([*ft, "--resume"], "nothing to resume"),
+        "finetune: missing config": (["finetune", "--config", str(r / "no.yaml"), "--out", str(out)], "no.yaml"),
+        "finetune: bad yaml": (["finetune", "--config", str(r / "bad.yaml"), "--out", str(out)], "bad.yaml"),
+        "finetune: yaml list": (["finetune", "--config", str(r / "list.yaml"), "--out", str(out)], "list.yaml"),
+        "finetune: folder without root": ([*ft, "--set", "data.source=folder"], "data.root"),
+        "finetune: exclude parts with llm": ([*ft, "--set", "data.concepts.exclude_parts=[body]"], "exclude_parts"),
+        # evaluate
+        "evaluate: checkpoint shape": (
+            [*ev, "--checkpoint", str(r / "ten.safetensors"), "--bench", val],
+            "head.bias",
+        ),
+        "evaluate: device cuda": ([*ev, "--bench", val, "--device", "cuda:7"], "cuda:7"),
+        "evaluate: relevance method": ([*ev, "--bench", f"imagenet-seg={r}", "--relevance-method", "lime"], "lime"),
+        "evaluate: num_classes 0": (
+            [*ev, "--model-arg", "num_classes=0", "--bench", f"imagenet-val={r}"],
+            "num_classes",
+        ),
+        "evaluate: batch 0": ([*ev, "--bench", val, "--batch-size", "0"], "--batch-size"),
+        "evaluate: unknown set": ([*ev, "--bench", f"imagenet-z={r}"], "imagenet-z"),
+        "evaluate: empty tree": ([*ev, "--bench", f"imagenet-sketch={r / 'empty'}"], "empty"),
+        "evaluate: bench without path": ([*ev, "--bench", "imagenet-val"], "--bench"),
+        # concepts
+        "concepts: empty bank": (
+            ["concepts", "filter", str(r / "empty_bank.json"), "--out", str(out / "b.json")],
+            "no classes",
+        ),
+        "concepts: bad bank json": (
+            ["concepts", "filter", str(r / "bad_bank.json"), "--out", str(out / "b.json")],
+            "bad_bank",
+        ),
+        "concepts: openai without url": (
+            ["concepts", "propose", "--classes", "cat", "--backend", "openai", "--out", str(out / "b.json")],
+            "--base-url",
+        ),
+        "concepts: bank backend without file": (
+            ["concepts", "propose", "--classes", "cat", "--backend", "bank", "--out", str(out / "b.json")],
+            "--bank",
+        ),
+        "concepts: validate real without images": (
+            ["concepts", "validate", str(r / "bank.json"), "--segmenter", "clipseg", "--out", str(out / "b.json")],
+            "--images",
+        ),
+        "concepts: empty class list": (
+            ["concepts", "propose", "--classes", " ", "--out", str(out / "b.json")],
+            "class",
+        ),
+        # masks
+        "masks: missing bank": (
+            [
+                "masks",
+                "--images",
+                str(r / "tree"),
+                "--concepts",
+                str(r / "no.json"),
+                "--segmenter",
+                "world",
+                "--out",
+                str(out),
+            ],
+            "no.json",
+        ),  # fmt: skip
+        "masks: class without concepts": (
+            [
+                "masks",
+                "--images",
+                str(r / "tree"),
+                "--concepts",
+                str(r / "bank.json"),
+                "--segmenter",
+                "world",
+                "--out",
+                str(out),
+            ],
+            "dog",
+        ),  # fmt: skip
+        "masks: unknown segmenter": (
+            [
+                "masks",
+                "--images",
+                str(r / "tree"),
+                "--concepts",
+                str(r / "bank.json"),
+                "--segmenter",
+                "sam9",
+                "--out",
+                str(out),
+            ],
+            "sam9",
+        ),  # fmt: skip
+        "masks show: not a store": (
+            ["masks", "show", "--store", str(r / "empty"), "--images", str(r / "tree"), "--out", str(out / "s.png")],
+            "mask store",
+        ),
+        # run and demo
+        "run: missing recipe": (["run", str(r / "no.yaml"), "--out", str(out)], "no.yaml"),
+        "run: unknown packaged recipe": (["run", "imagenet/vit-z", "--out", str(out)], "imagenet/vit-z"),
+        "run: no seeds": (["run", "imagenet/vit-b16", "--set", "seeds=[]", "--out", str(out)], "seeds"),
+        "demo: lr": (["demo", "--set", "finetune.lr=-1", "--out", str(out)], "finetune.lr"),
+        "demo: no seeds": (["demo", "--set", "seeds=[]", "--out", str(out)], "seeds"),
+        "demo: unknown baseline": (["demo", "--set", "baselines=[lime]", "--out", str(out)], "lime"),
+        "demo: unknown field": (["demo", "--set", "finetune.lrr=1", "--out", str(out)], "lrr"),
+        "demo: world": (["demo", "--set", "world.cue=smell", "--out", str(out)], "cue"),
+        "recipes: validate a bad field": (
+            ["recipes", "validate", "world-pretrain", "--set", "train.amp=x"],
+            "train.amp",
+        ),
+    }
+
+
+CASE_NAMES = sorted(cases(Path("."), Path(".")))
+
+
+def test_the_matrix_is_large():
+    assert len(CASE_NAMES) >= 40
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_bad_input_is_a_clear_error_with_no_partial_output(name, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv, needle = cases(inputs, out)[name]
+    assert main(argv) == 2, name
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("cft: error:") + err.count("error:") >= 1, err
+    assert needle in err, (needle, err)
+    assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
