@@ -127,7 +127,7 @@ def test_object_mask_mode_prompts_with_the_class_name(tree, tmp_path):
     assert result.redone == 10
 
 
-@pytest.mark.parametrize("damage", ["truncate-npz", "delete-npz", "garbage-json"])
+@pytest.mark.parametrize("damage", ["truncate-npz", "delete-npz", "garbage-json", "flip-a-byte"])
 def test_corrupt_entry_is_detected_and_redone(tree, tmp_path, damage):
     out = tmp_path / "store"
     _build(tree, out, FakeSegmenter())
@@ -138,6 +138,10 @@ def test_corrupt_entry_is_detected_and_redone(tree, tmp_path, damage):
         npz.write_bytes(npz.read_bytes()[:-7])
     elif damage == "delete-npz":
         npz.unlink()
+    elif damage == "flip-a-byte":  # the same size: only the recorded checksum tells
+        data = bytearray(npz.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        npz.write_bytes(bytes(data))
     else:
         meta.write_text("{not json")
     with pytest.raises(CftError, match="goldfish/img2.png"):

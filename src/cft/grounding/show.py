@@ -39,7 +39,7 @@ def masks_sheet(
     font = ImageFont.load_default()
     rows = []
     for image_id in image_ids:
-        entry = store.read(image_id)
+        entry = store.read(image_id, verify=True)  # a corrupt entry is reported with its path
         image = np.asarray(load_image(Path(images_root) / image_id))
         rows.append(_row(image, entry, max_concepts))
     cols = max(len(t) for t, _ in rows)

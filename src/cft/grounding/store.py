@@ -109,6 +109,8 @@ class MaskStore:
             return "corrupt"
         if not npz.is_file() or npz.stat().st_size != size:
             return "corrupt"
+        if hashlib.sha256(npz.read_bytes()).hexdigest() != meta.get("npz_sha256"):
+            return "corrupt"  # done only when the recorded checksum matches
         return "done" if meta.get("key") == key else "stale"
 
     def write(
@@ -179,14 +181,16 @@ class MaskStore:
                 f"mask store {self.folder}: the masks of {image_id!r} are missing; rerun `cft masks`"
             ) from None
         if verify and hashlib.sha256(data).hexdigest() != meta.get("npz_sha256"):
-            raise CftError(f"mask store {self.folder}: the masks of {image_id!r} are corrupt; rerun `cft masks`")
+            raise CftError(
+                f"mask store {self.folder}: the masks of {image_id!r} ({npz}) are corrupt; rerun `cft masks`"
+            )
         try:
             with np.load(io.BytesIO(data)) as z:
                 guidance = z["guidance"].astype(np.float32) / 255
                 return Entry(image_id, [str(n) for n in z["names"]], z["concepts"], guidance, meta)
         except (ValueError, OSError, KeyError) as e:
             raise CftError(
-                f"mask store {self.folder}: the masks of {image_id!r} are corrupt ({e}); rerun `cft masks`"
+                f"mask store {self.folder}: the masks of {image_id!r} ({npz}) are corrupt ({e}); rerun `cft masks`"
             ) from None
 
     def guidance(self, image_id: str) -> np.ndarray:
@@ -199,7 +203,7 @@ class MaskStore:
             raise CftError(f"mask store {self.folder}: no masks for image {image_id!r}; run `cft masks`") from None
         except (ValueError, OSError, KeyError) as e:
             raise CftError(
-                f"mask store {self.folder}: the masks of {image_id!r} are corrupt ({e}); rerun `cft masks`"
+                f"mask store {self.folder}: the masks of {image_id!r} ({npz}) are corrupt ({e}); rerun `cft masks`"
             ) from None
 
     def image_ids(self) -> list[str]:
