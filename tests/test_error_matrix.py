@@ -212,3 +212,30 @@ def test_bad_input_is_a_clear_error_with_no_partial_output(name, inputs, tmp_pat
     assert "Traceback" not in err and err.count("cft: error:") + err.count("error:") >= 1, err
     assert needle in err, (needle, err)
     assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_what_is_kept_and_exits_130(inputs, tmp_path):
+    """SIGINT in the middle of `cft finetune`: one line on stderr, exit 130, and the same command with --resume
+    continues from the saved state."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "cft.cli", "finetune", "--config", str(inputs / "tiny.yaml"), "--no-progress"]
+    cmd += ["--set=train.epochs=200", "--set=data.val_split=null", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "cft: interrupted" in err and "--resume" in err
+    assert len(err.strip().splitlines()) == 1, err
+    resumed = subprocess.run([*cmd, "--set=train.epochs=2", "--resume"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]

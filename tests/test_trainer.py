@@ -192,3 +192,16 @@ def test_a_non_finite_loss_stops_training_naming_epoch_and_step(tmp_path):
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     assert [r["epoch"] for r in trainer.history] == [1]
     assert (tmp_path / "last.safetensors").is_file()  # epoch 1, intact
+
+
+def test_resume_removes_orphans_and_checks_a_finished_runs_checkpoints(tmp_path):
+    """A temporary file a kill left behind is removed; resuming a finished run whose last.safetensors is damaged
+    says so instead of reporting success."""
+    _trainer(tmp_path, epochs=1).fit(Blobs(8), None)
+    orphan = tmp_path / ".last.safetensors.x1y2.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    _trainer(tmp_path, epochs=1).fit(Blobs(8), None, resume=True)
+    assert not orphan.exists()
+    (tmp_path / "last.safetensors").write_bytes(b"damaged")
+    with pytest.raises(cft.CftError, match="last.safetensors"):
+        _trainer(tmp_path, epochs=1).fit(Blobs(8), None, resume=True)

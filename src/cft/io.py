@@ -26,6 +26,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def remove_orphans(folder: str | Path) -> list[Path]:
+    """Delete the temporary files `atomic_path` leaves in `folder` when a process is killed mid-write (call it
+    only where no other process is writing); returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

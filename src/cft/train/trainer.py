@@ -27,8 +27,8 @@ from torch.utils.data import Dataset
 
 from cft.distributed import Distributed, device_for
 from cft.errors import CftError
-from cft.io import atomic_path
-from cft.models import save_checkpoint
+from cft.io import atomic_path, remove_orphans
+from cft.models import read_state_dict, save_checkpoint
 from cft.precision import AMP_MODES, autocast
 from cft.progress import progress_bar
 from cft.train.base import Objective
@@ -131,8 +131,12 @@ class Trainer:
         state has loaded: a failed resume leaves the folder as it was."""
         check_run_dir(self.run_dir, resume)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.rank == 0:
+            remove_orphans(self.run_dir)  # a killed write's temporary file; only rank 0 writes here
         if resume:
             self._load_state()
+            if self.epoch >= self.cfg.epochs:
+                self._check_checkpoints()
         if before_training is not None:
             before_training()
         while self.epoch < self.cfg.epochs:
@@ -197,6 +201,15 @@ class Trainer:
         if self.cfg.optim.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
+
+    def _check_checkpoints(self) -> None:
+        """A finished run that is resumed: its checkpoints must be readable, else say which one is damaged."""
+        for path in (self.run_dir / "last.safetensors", self.run_dir / "best.safetensors"):
+            if path.exists() or path.name == "last.safetensors":
+                try:
+                    read_state_dict(path)
+                except CftError as err:
+                    raise CftError(f"the finished run's checkpoint is damaged: {err}") from None
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         """Stop at the first non-finite loss, before it reaches the weights (the last saved epoch is kept)."""
