@@ -71,7 +71,32 @@ def _weighted_attention(trace: Trace) -> list[torch.Tensor]:
     """Per block: mean over heads of clamp(dS/dA * A, min=0), each (B, N, N)."""
     attns = trace.captured.attentions
     grads = _grad(trace, attns)
-    return [(g * a).clamp(min=0).mean(dim=1) for g, a in zip(grads, attns, strict=True)]
+    if trace.create_graph:  # the gradient is part of the graph: plain ops, differentiable in both
+        return [(g * a).clamp(min=0).mean(dim=1) for g, a in zip(grads, attns, strict=True)]
+    grads = list(grads)
+    weighted = []
+    for i, attn in enumerate(attns):
+        weighted.append(_PositiveWeighted.apply(attn, grads[i]))
+        grads[i] = None  # its storage now holds the backward's weight: nothing else keeps it
+    return weighted
+
+
+class _PositiveWeighted(torch.autograd.Function):
+    """mean_heads(clamp(g * A, min=0)) with g a constant: the backward needs only g * [g * A > 0] / heads, one
+    (B, heads, N, N) tensor instead of the three (g, g * A and its clamp mask) the plain ops would keep."""
+
+    @staticmethod
+    def forward(ctx, attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        prod = grad * attn
+        out = prod.clamp(min=0).mean(dim=1)
+        weight = grad.mul_(prod > 0).div_(attn.shape[1])  # in place: grad is a constant nobody else reads
+        ctx.save_for_backward(weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, out_grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (weight,) = ctx.saved_tensors
+        return out_grad[:, None] * weight, None
 
 
 def grad_rollout(trace: Trace) -> torch.Tensor:
