@@ -62,6 +62,13 @@ def test_folder_errors(tmp_path, tree, capsys):
     (tmp_path / "store" / "entries" / "tabby cat" / "img3.png.json").unlink()
     assert finetune(tmp_path, f"data.store={tmp_path / 'store'}") == 2
     assert "no masks for 1 image(s)" in capsys.readouterr().err
+    npz = tmp_path / "store" / "entries" / "goldfish" / "img2.png.npz"
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the same size: only the checksum tells
+    npz.write_bytes(bytes(data))
+    assert finetune(tmp_path, f"data.store={tmp_path / 'store'}", out="run2") == 2
+    err = capsys.readouterr().err
+    assert "are corrupt" in err and str(npz) in err and "Traceback" not in err
     assert finetune(tmp_path, "objective.name=erm", "data.masks=none", "data.image_size=64") == 2
     assert "data.image_size" in capsys.readouterr().err
     assert finetune(tmp_path, "objective.name=erm", "data.masks=none", f"data.root={tmp_path / 'no'}") == 2

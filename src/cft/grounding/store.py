@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,7 +190,7 @@ class MaskStore:
             with np.load(io.BytesIO(data)) as z:
                 guidance = z["guidance"].astype(np.float32) / 255
                 return Entry(image_id, [str(n) for n in z["names"]], z["concepts"], guidance, meta)
-        except (ValueError, OSError, KeyError) as e:
+        except (ValueError, OSError, KeyError, zipfile.BadZipFile, zlib.error) as e:  # any broken npz
             raise CftError(
                 f"mask store {self.folder}: the masks of {image_id!r} ({npz}) are corrupt ({e}); rerun `cft masks`"
             ) from None
@@ -201,7 +203,7 @@ class MaskStore:
                 return z["guidance"]
         except FileNotFoundError:
             raise CftError(f"mask store {self.folder}: no masks for image {image_id!r}; run `cft masks`") from None
-        except (ValueError, OSError, KeyError) as e:
+        except (ValueError, OSError, KeyError, zipfile.BadZipFile, zlib.error) as e:  # any broken npz
             raise CftError(
                 f"mask store {self.folder}: the masks of {image_id!r} ({npz}) are corrupt ({e}); rerun `cft masks`"
             ) from None

@@ -152,7 +152,14 @@ def _store(folder: str | None, items: list[ImageItem]) -> Any:
         raise CftError("the objective is guided by masks: set data.store to a mask store made by `cft masks`")
     store = MaskStore(folder)
     store.description()  # a clear error when it is not a store
-    missing = [it.image_id for it in items if store.status(it.image_id, "") in ("missing", "corrupt")]
+    status = {it.image_id: store.status(it.image_id, "") for it in items}
+    corrupt = [i for i, state in status.items() if state == "corrupt"]
+    if corrupt:  # named with its file; `cft masks` redoes corrupt entries
+        try:
+            store.read(corrupt[0], verify=True)
+        except CftError as err:
+            raise CftError(f"{err} ({len(corrupt)} corrupt entr{'y' if len(corrupt) == 1 else 'ies'})") from None
+    missing = [i for i, state in status.items() if state == "missing"]
     if missing:
         raise CftError(
             f"mask store {folder} has no masks for {len(missing)} image(s) used in training or validation, e.g. "
