@@ -68,35 +68,20 @@ def _to_grid(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 
 
 def _weighted_attention(trace: Trace) -> list[torch.Tensor]:
-    """Per block: mean over heads of clamp(dS/dA * A, min=0), each (B, N, N)."""
+    """Per block: mean over heads of clamp(dS/dA * A, min=0), each (B, N, N).
+
+    Computed as mean_heads(A * relu(dS/dA)), which is the same number for every entry because A >= 0 (post-softmax
+    attention): where g > 0 both are g A, elsewhere both are 0 (and so are their derivatives in A and in g). With
+    the gradient a constant (create_graph=False), relu runs in g's own storage and the product's backward keeps
+    only that one (B, heads, N, N) tensor, where clamp(g * A) would keep g, g * A and the clamp's input."""
     attns = trace.captured.attentions
-    grads = _grad(trace, attns)
-    if trace.create_graph:  # the gradient is part of the graph: plain ops, differentiable in both
-        return [(g * a).clamp(min=0).mean(dim=1) for g, a in zip(grads, attns, strict=True)]
-    grads = list(grads)
+    grads = list(_grad(trace, attns))
     weighted = []
     for i, attn in enumerate(attns):
-        weighted.append(_PositiveWeighted.apply(attn, grads[i]))
-        grads[i] = None  # its storage now holds the backward's weight: nothing else keeps it
+        positive = grads[i].relu() if trace.create_graph else grads[i].relu_()
+        weighted.append((attn * positive).mean(dim=1))
+        grads[i] = None  # nothing else keeps the gradient
     return weighted
-
-
-class _PositiveWeighted(torch.autograd.Function):
-    """mean_heads(clamp(g * A, min=0)) with g a constant: the backward needs only g * [g * A > 0] / heads, one
-    (B, heads, N, N) tensor instead of the three (g, g * A and its clamp mask) the plain ops would keep."""
-
-    @staticmethod
-    def forward(ctx, attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        prod = grad * attn
-        out = prod.clamp(min=0).mean(dim=1)
-        weight = grad.mul_(prod > 0).div_(attn.shape[1])  # in place: grad is a constant nobody else reads
-        ctx.save_for_backward(weight)
-        return out
-
-    @staticmethod
-    def backward(ctx, out_grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (weight,) = ctx.saved_tensors
-        return out_grad[:, None] * weight, None
 
 
 def grad_rollout(trace: Trace) -> torch.Tensor:
