@@ -18,7 +18,7 @@ from cft.data.evalsets import EVAL_SETS, load_benchmark
 from cft.errors import CftError
 from cft.grounding import registry
 from cft.train import OBJECTIVES, ObjectiveConfig, build_objective
-from cft.train.recipe import SOURCES, load_recipe, run_finetune
+from cft.train.recipe import DATA_SOURCES, SOURCES, load_recipe, run_finetune
 
 
 def _tiny_vit() -> torch.nn.Module:
@@ -169,7 +169,7 @@ def test_a_name_registers_once():
     assert things.register("b")(2) == 2 and dict(things) == {"a": 1, "b": 2}
     with pytest.raises(ValueError, match="thing 'a' is registered twice"):
         things.add("a", 3)
-    for registry_ in (OBJECTIVES, registry.SEGMENTERS, EVAL_SETS, LLM_BACKENDS):
+    for registry_ in (OBJECTIVES, registry.SEGMENTERS, EVAL_SETS, LLM_BACKENDS, DATA_SOURCES):
         first = next(iter(registry_))
         with pytest.raises(ValueError, match="registered twice"):
             registry_.add(first, registry_[first])

@@ -63,9 +63,11 @@ def _llm_options(p: argparse.ArgumentParser) -> None:
         help="comma list, a text file (one per line), a folder of class "
         "folders, 'imagenet' (timm's 1000 names) or 'world' (the synthetic world's classes)",
     )
+    from cft.concepts.stage import LLM_BACKENDS
+
     p.add_argument(
         "--backend",
-        choices=("openai", "gguf", "bank"),
+        choices=(*LLM_BACKENDS, "bank"),
         default="gguf",
         help="openai: any OpenAI-compatible server; gguf: a local model (default: the packaged "
         "Gemma 3 270M); bank: a hand-written concept bank file",

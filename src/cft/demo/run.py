@@ -34,11 +34,11 @@ from cft.evaluate.metrics import (
     relevance_share,
 )
 from cft.evaluate.oracle import predict_with_hidden_tokens
-from cft.grounding.guidance import segment_guidance
 from cft.io import write_json_atomic
 from cft.models import load_checkpoint
 from cft.train import build_objective
 from cft.train.recipe import WORLD_VIT, FinetuneRecipe, recipe_from_dict, run_finetune
+from cft.train.recipe import world_concept_masks as concept_masks
 from cft.train.trainer import STATE_FILE
 from cft.world import SyntheticWorld
 from cft.world.segmenter import WorldSegmenter
@@ -60,15 +60,6 @@ def run_key(cfg: DemoConfig, origin: str, concepts: dict[str, list[str]], select
         "world": cfg.world,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
-
-
-# ---- concepts and masks ----------------------------------------------------------------------------------
-def concept_masks(
-    samples: list[dict], concepts: dict[str, list[str]], classes: tuple[str, ...], segmenter: WorldSegmenter
-) -> list[np.ndarray]:
-    """The guidance masks of world samples: each sample's class concepts as the world's segmenter finds them."""
-    phrases = [concepts[classes[s["label"]]] for s in samples]
-    return segment_guidance(segmenter, samples, phrases, samples[0]["object_mask"].shape)
 
 
 def few_shot_selection(cfg: DemoConfig, labels: np.ndarray, seed: int, num_classes: int):

@@ -22,6 +22,7 @@ from cft.concepts.world import WorldConceptConfig, world_concepts
 from cft.config import from_dict, load_config_data, save_config, to_dict
 from cft.errors import CftError
 from cft.io import write_json_atomic
+from cft.registry import Registry
 from cft.train.base import ObjectiveConfig, build_objective
 from cft.train.trainer import FitResult, TrainConfig, Trainer, check_run_dir, check_train_config
 
@@ -208,9 +209,18 @@ def build_model(recipe: FinetuneRecipe, num_classes: int, image_size: int) -> nn
 
 
 # ---- data ------------------------------------------------------------------------------------------------
+def world_concept_masks(
+    samples: list[dict], concepts: dict[str, list[str]], classes: Sequence[str], segmenter
+) -> list[np.ndarray]:
+    """The guidance masks of world samples: each sample's class concepts as the world's segmenter finds them."""
+    from cft.grounding.guidance import segment_guidance
+
+    phrases = [concepts[classes[s["label"]]] for s in samples]
+    return segment_guidance(segmenter, samples, phrases, samples[0]["object_mask"].shape)
+
+
 def _world_dataset(world, split, indices: Sequence[int], masks: str, concepts: dict[str, list[str]] | None, segmenter):
     """Images, labels and (unless masks is "none") guidance masks of the samples `indices` of `split`."""
-    from cft.grounding.guidance import segment_guidance
     from cft.world.training import ArrayDataset
 
     images, labels, out = [], [], []
@@ -221,8 +231,7 @@ def _world_dataset(world, split, indices: Sequence[int], masks: str, concepts: d
         if masks == "object":
             out.extend(s["object_mask"].astype(np.float32) for s in samples)
         elif masks == "concepts":
-            phrases = [concepts[world.classes[s["label"]]] for s in samples]
-            out.extend(segment_guidance(segmenter, samples, phrases, samples[0]["object_mask"].shape))
+            out.extend(world_concept_masks(samples, concepts, world.classes, segmenter))
     m = torch.from_numpy(np.stack(out).astype(np.float32)) if out else None
     return ArrayDataset(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.long), m)
 
@@ -337,12 +346,14 @@ def _disk_source(recipe: FinetuneRecipe, needs_mask: bool, out: Path) -> SourceD
 
 
 # data.source -> builder; the folder-like sources share one builder (cft.train.folder_data tells them apart)
-DATA_SOURCES: dict[str, Callable[[FinetuneRecipe, bool, Path], SourceData]] = {
-    "world": _world_source,
-    "folder": _disk_source,
-    "waterbirds": _disk_source,
-    "grouped": _disk_source,
-}
+DATA_SOURCES: Registry[Callable[[FinetuneRecipe, bool, Path], SourceData]] = Registry("data source")
+for _name, _builder in (
+    ("world", _world_source),
+    ("folder", _disk_source),
+    ("waterbirds", _disk_source),
+    ("grouped", _disk_source),
+):
+    DATA_SOURCES.add(_name, _builder)
 SOURCES = tuple(DATA_SOURCES)
 
 

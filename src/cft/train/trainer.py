@@ -204,12 +204,12 @@ class Trainer:
 
     def _check_checkpoints(self) -> None:
         """A finished run that is resumed: its checkpoints must be readable, else say which one is damaged."""
-        for path in (self.run_dir / "last.safetensors", self.run_dir / "best.safetensors"):
-            if path.exists() or path.name == "last.safetensors":
-                try:
-                    read_state_dict(path)
-                except CftError as err:
-                    raise CftError(f"the finished run's checkpoint is damaged: {err}") from None
+        best = self.run_dir / "best.safetensors"  # a run validated on nothing may have none
+        for path in [self.run_dir / "last.safetensors", *([best] if best.exists() else [])]:
+            try:
+                read_state_dict(path)
+            except CftError as err:
+                raise CftError(f"the finished run's checkpoint is damaged: {err}") from None
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         """Stop at the first non-finite loss, before it reaches the weights (the last saved epoch is kept)."""
