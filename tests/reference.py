@@ -63,7 +63,7 @@ def reference_map(model, image: torch.Tensor, target: int | None, method: str, c
             r = m if r is None else m @ r
         return minmax(_row(model, r, grid))
     if method in ("grad-rollout", "attn-lrp"):
-        grads = torch.autograd.grad(score, attns, create_graph=create_graph)
+        grads = torch.autograd.grad(score, attns, create_graph=create_graph, retain_graph=True)
         abars = [(g[0] * a[0]).clamp(min=0).mean(0) for g, a in zip(grads, attns)]
         n = abars[0].shape[0]
         if method == "grad-rollout":
@@ -85,7 +85,7 @@ def reference_map(model, image: torch.Tensor, target: int | None, method: str, c
             phi = new
         return minmax(phi[p:].reshape(grid))
     if method == "gradcam":
-        (g,) = torch.autograd.grad(score, [last_input], create_graph=create_graph)
+        (g,) = torch.autograd.grad(score, [last_input], create_graph=create_graph, retain_graph=True)
         x, g = last_input[0, p:], g[0, p:]
         alpha = g.mean(0)
         return minmax(torch.relu(x @ alpha).reshape(grid))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 
 import pytest
@@ -41,6 +42,28 @@ def test_matches_per_image_reference(model_key, method):
     assert got.amin(dim=(1, 2)).eq(0).all() and got.amax(dim=(1, 2)).eq(1).all()
 
 
+@pytest.mark.parametrize("method", ["grad-rollout", "rollout", "attn-lrp", "gradcam"])
+@pytest.mark.parametrize("model_key", ["vit-cls", "deit-distilled", "avgpool-reg1", "cls-but-avgpool"])
+def test_parameter_gradients_match_per_image_reference(model_key, method):
+    """The gradient of a loss on the maps reaches every parameter exactly as through the per-image formula (the
+    method's gradient taken as a constant, create_graph=False)."""
+    name, kwargs, _ = MODELS[model_key]
+    model = tiny_vit(name, dtype=torch.float64, **kwargs).train()
+    torch.manual_seed(3)
+    images = torch.randn(3, 3, 32, 48, dtype=torch.float64)
+    targets = torch.tensor([1, 4, 6])
+    weights = torch.rand(3, 4, 6, dtype=torch.float64)
+    params = [p for p in model.parameters() if p.requires_grad]
+    got = torch.autograd.grad((cft.relevance(model, images, targets, method) * weights).sum(), params, allow_unused=True)
+    ref_maps = reference_batch(model, images, targets, method)
+    want = torch.autograd.grad((ref_maps * weights).sum(), params, allow_unused=True)
+    assert sum(g is not None and bool(g.abs().sum() > 0) for g in got) > len(params) // 2
+    for g, w in zip(got, want, strict=True):
+        g = torch.zeros_like(params[0]) if g is None and w is None else g
+        w = torch.zeros_like(g) if w is None else w
+        torch.testing.assert_close(g, w, atol=1e-8, rtol=1e-6)
+
+
 def test_predicted_class_is_default_target():
     model = tiny_vit(dtype=torch.float64)
     images = torch.randn(4, 3, 32, 48, dtype=torch.float64)
@@ -62,6 +85,45 @@ def test_logits_equal_plain_forward():
     images = torch.randn(3, 3, 32, 48)
     _, logits = cft.relevance_with_logits(model, images)
     torch.testing.assert_close(logits, model(images), atol=1e-5, rtol=1e-5)
+
+
+def _step_gradients(model, images, mask, method):
+    """Gradients of CE + the CFT loss with respect to every parameter, and the logits, for one batch."""
+    rel, logits = cft.relevance_with_logits(model, images, method=method)
+    loss = CFTLoss()(rel, mask, logits)["loss"] + torch.nn.functional.cross_entropy(logits, torch.arange(3) % 7)
+    return torch.autograd.grad(loss, list(model.parameters()), allow_unused=True), logits
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("model_key", ["vit-cls", "deit-distilled", "vit-reg4", "res-post", "cls-but-avgpool"])
+def test_last_block_on_read_rows_changes_nothing(model_key, method, monkeypatch):
+    """The last block's projection and MLP run on the rows the head reads only (prefix tokens of token-pooling
+    models); the logits and every parameter gradient of a training loss equal those of the whole block."""
+    from timm.models.vision_transformer import ResPostBlock
+
+    from cft.relevance import timm_vit
+
+    name, kwargs, prefix = MODELS.get(model_key, ("vit_tiny_patch16_224", {"block_fn": ResPostBlock}, 1))
+    model = tiny_vit(name, dtype=torch.float64, **kwargs).train()
+    rows: list[int] = []
+    for module in (model.blocks[-1].attn.proj, model.blocks[-1].mlp.fc1):
+        module.register_forward_hook(lambda _m, args, _out: rows.append(args[0].shape[1]))
+    torch.manual_seed(2)
+    images = torch.randn(3, 3, 32, 48, dtype=torch.float64)
+    mask = (torch.rand(3, 4, 6) > 0.5).double()
+    fast, fast_logits = _step_gradients(model, images, mask, method)
+    reads_prefix = model_key != "cls-but-avgpool"
+    assert rows[-2:] == [prefix if reads_prefix else 4 * 6 + prefix] * 2
+    monkeypatch.setattr(timm_vit, "last_block_on_rows", lambda _model, _rows: contextlib.nullcontext())
+    full, full_logits = _step_gradients(model, images, mask, method)
+    assert rows[-2:] == [4 * 6 + prefix] * 2
+    torch.testing.assert_close(fast_logits, full_logits, atol=1e-12, rtol=0)
+    torch.testing.assert_close(fast_logits, model(images), atol=1e-12, rtol=0)
+    for got, want in zip(fast, full, strict=True):
+        assert (got is None) == (want is None)
+        if got is not None:
+            torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-8)
+    assert all(not m._forward_pre_hooks for m in model.modules())
 
 
 def test_dynamic_image_size():

@@ -67,21 +67,56 @@ def _to_grid(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return tokens.reshape(tokens.shape[0], grid[0], grid[1])
 
 
+def _positive_gradients(trace: Trace) -> list[torch.Tensor]:
+    """Per block: relu(dS/dA), (B, heads, N, N); in the gradient's own storage when it is a constant."""
+    grads = list(_grad(trace, trace.captured.attentions))
+    return [g.relu() if trace.create_graph else g.relu_() for g in grads]
+
+
 def _weighted_attention(trace: Trace) -> list[torch.Tensor]:
     """Per block: mean over heads of clamp(dS/dA * A, min=0), each (B, N, N).
 
-    Computed as mean_heads(A * relu(dS/dA)), which is the same number for every entry because A >= 0 (post-softmax
-    attention): where g > 0 both are g A, elsewhere both are 0 (and so are their derivatives in A and in g). With
-    the gradient a constant (create_graph=False), relu runs in g's own storage and the product's backward keeps
-    only that one (B, heads, N, N) tensor, where clamp(g * A) would keep g, g * A and the clamp's input."""
-    attns = trace.captured.attentions
-    grads = list(_grad(trace, attns))
+    Computed as sum_heads(A * relu(dS/dA)) / heads, which is the same number for every entry because A >= 0
+    (post-softmax attention): where g > 0 both are g A, elsewhere both are 0 (and so are their derivatives in A and
+    in g). With the gradient a constant (create_graph=False), relu runs in g's own storage and the product's
+    backward keeps only that one (B, heads, N, N) tensor, where clamp(g * A) would keep g, g * A and the clamp's
+    input. Dividing the (B, N, N) sum, not the product, spares the backward a pass over (B, heads, N, N) (the
+    backward of a mean divides the expanded gradient; that of a sum is a view)."""
+    positives = _positive_gradients(trace)
     weighted = []
-    for i, attn in enumerate(attns):
-        positive = grads[i].relu() if trace.create_graph else grads[i].relu_()
-        weighted.append((attn * positive).mean(dim=1))
-        grads[i] = None  # nothing else keeps the gradient
+    for i, attn in enumerate(trace.captured.attentions):
+        weighted.append((attn * positives[i]).sum(dim=1) / attn.shape[1])
+        positives[i] = None  # the product's backward keeps it
     return weighted
+
+
+class _RowTimesWeighted(torch.autograd.Function):
+    """v Abar for v (B, R) and Abar = mean_heads(A[:, :, :R] * P[:, :, :R]), (B, N); P = relu(dS/dA) a constant.
+
+    Abar is neither kept nor returned: the backward rebuilds A * P (one pass over (B, heads, R, N)) for the
+    gradient of v, so a block keeps only A (which its softmax keeps anyway) and P for the backward."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, attn: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(v, attn, positive)
+        b, heads, rows, n = attn.shape
+        product = (attn * positive).reshape(b, heads * rows, n)
+        v_heads = (v / heads).to(product.dtype)[:, None, :].expand(b, heads, rows).reshape(b, 1, heads * rows)
+        return torch.bmm(v_heads, product)[:, 0].to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        v, attn, positive = ctx.saved_tensors
+        b, heads, rows, n = attn.shape
+        grad_v = grad_attn = None
+        if ctx.needs_input_grad[0]:
+            product = (attn * positive).reshape(b, heads * rows, n)
+            per_head = torch.bmm(product, grad.to(product.dtype)[:, :, None]).view(b, heads, rows)
+            grad_v = (per_head.sum(dim=1) / heads).to(v.dtype)
+        if ctx.needs_input_grad[1]:
+            outer = (v / heads)[:, :, None] * grad[:, None, :]  # (B, R, N)
+            grad_attn = (positive * outer[:, None].to(positive.dtype)).to(attn.dtype)
+        return grad_v, grad_attn, None
 
 
 def grad_rollout(trace: Trace) -> torch.Tensor:
@@ -89,11 +124,25 @@ def grad_rollout(trace: Trace) -> torch.Tensor:
 
     Only the row the classifier reads is needed, so it is carried as a vector from the last block down:
     v = e_row; v <- v + v Abar_l for l = L..1 equals row `row` of R_L = (I + Abar_L) ... (I + Abar_1), at
-    O(B N^2) per block instead of the O(B N^3) of the matrix products."""
-    weighted = _weighted_attention(trace)
-    v = _row_vector(trace, weighted[0])
-    for abar in reversed(weighted):
-        v = v + torch.bmm(v[:, None], abar)[:, 0]
+    O(B N^2) per block instead of the O(B N^3) of the matrix products. With the gradient a constant
+    (create_graph=False), v Abar_l is one `_RowTimesWeighted` (Abar_l never stored), and a class-token reader's
+    first step, v = e_0, reads row 0 of the last block alone (the rest of that block's gradient is dropped)."""
+    attns = trace.captured.attentions
+    v = _row_vector(trace, attns[0])
+    if trace.create_graph:
+        for abar in reversed(_weighted_attention(trace)):
+            v = v + torch.bmm(v[:, None], abar)[:, 0]
+        return _patch_columns(trace, v)
+    positives = _positive_gradients(trace)
+    blocks = list(range(len(attns)))
+    if trace.reads_class_token:
+        last = blocks.pop()
+        rows = (attns[last][:, :, :1], positives[last][:, :, :1].clone())
+        positives[last] = None
+        v = v + _RowTimesWeighted.apply(v[:, :1], *rows)
+    for i in reversed(blocks):
+        v = v + _RowTimesWeighted.apply(v, attns[i], positives[i])
+        positives[i] = None
     return _patch_columns(trace, v)
 
 

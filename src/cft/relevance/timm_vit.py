@@ -4,16 +4,26 @@ Attention is read by `cft.relevance.capture`: fused attention is switched off on
 during the call (also when `create_graph` needs the unfused kernel's second derivative). The layout (prefix
 tokens, whether the head reads the class token, the patch grid) comes from `cft.models.vit_layout`, which
 raises a CftError naming the supported models for anything else.
+
+For a model whose head reads only the prefix tokens (global_pool="token"), the last block's attention projection
+and MLP run on those rows only during the call: no logit, attention matrix or block input depends on their output
+for the patch tokens, so the logits, the maps and every gradient are unchanged, and the forward and both backward
+passes of a training step skip that work (about 1/depth of the MLP and projection work).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cft.errors import CftError
 from cft.models import vit_layout
-from cft.relevance.capture import capture
-from cft.relevance.methods import METHODS, Backend
+from cft.relevance.capture import Captured, capture
+from cft.relevance.methods import METHODS, Backend, Method
 
 
 def backend(model: nn.Module) -> Backend:
@@ -21,10 +31,17 @@ def backend(model: nn.Module) -> Backend:
     layout = vit_layout(model)
     proj = getattr(model.patch_embed, "proj", None)
     channels = int(proj.in_channels) if proj is not None and hasattr(proj, "in_channels") else 3
+    read_rows = layout.num_prefix_tokens if layout.reads_class_token else None
 
     def grid(image_hw: tuple[int, int]) -> tuple[int, int]:
         _check_size(model, image_hw)
         return layout.grid(model, image_hw)
+
+    @contextlib.contextmanager
+    def capture_call(spec: Method, create_graph: bool) -> Iterator[Captured]:
+        with capture(model, spec.attentions, spec.last_block_input, create_graph) as captured:
+            with last_block_on_rows(model, read_rows):
+                yield captured
 
     return Backend(
         family=f"timm {type(model).__name__}",
@@ -32,10 +49,46 @@ def backend(model: nn.Module) -> Backend:
         channels=channels,
         grid=grid,
         forward=model,
-        capture=lambda spec, create_graph: capture(model, spec.attentions, spec.last_block_input, create_graph),
+        capture=capture_call,
         num_prefix_tokens=layout.num_prefix_tokens,
         reads_class_token=layout.reads_class_token,
     )
+
+
+@contextlib.contextmanager
+def last_block_on_rows(model: nn.Module, rows: int | None) -> Iterator[None]:
+    """While active, the last block's attention projection and MLP compute only tokens [0, rows), zeros elsewhere.
+
+    Only for timm's `Block` and `ResPostBlock` (both modules act on each token alone and their outputs reach only
+    that token's residual) and only when `rows` is set: a model whose head reads those tokens alone. The attention
+    matrix and the keys and values stay whole. Otherwise nothing changes; the hooks are removed whatever happens."""
+    block = model.blocks[-1] if rows else None
+    modules = [getattr(getattr(block, "attn", None), "proj", None), getattr(block, "mlp", None)]
+    if block is None or None in modules or type(block).__name__ not in ("Block", "ResPostBlock"):
+        yield
+        return
+    handles = []
+    try:
+        for module in modules:
+            handles.extend(_on_rows(module, rows))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _on_rows(module: nn.Module, rows: int) -> list[torch.utils.hooks.RemovableHandle]:
+    """Hooks that feed `module` tokens [0, rows) of its (B, N, D) input and pad its output with zeros to N tokens."""
+    tokens: list[int] = []
+
+    def keep_rows(_module: nn.Module, args: tuple) -> tuple:
+        tokens.append(args[0].shape[1])
+        return (args[0][:, :rows], *args[1:])
+
+    def pad_rows(_module: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
+        return F.pad(out, (0, 0, 0, tokens.pop() - out.shape[1]))
+
+    return [module.register_forward_pre_hook(keep_rows), module.register_forward_hook(pad_rows)]
 
 
 def _check_size(model: nn.Module, image_hw: tuple[int, int]) -> None:
