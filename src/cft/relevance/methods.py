@@ -127,13 +127,18 @@ def grad_rollout(trace: Trace) -> torch.Tensor:
     O(B N^2) per block instead of the O(B N^3) of the matrix products. With the gradient a constant
     (create_graph=False), v Abar_l is one `_RowTimesWeighted` (Abar_l never stored), and a class-token reader's
     first step, v = e_0, reads row 0 of the last block alone (the rest of that block's gradient is dropped)."""
+    if not trace.create_graph:
+        return grad_rollout_row(trace, _positive_gradients(trace))
+    v = _row_vector(trace, trace.captured.attentions[0])
+    for abar in reversed(_weighted_attention(trace)):
+        v = v + torch.bmm(v[:, None], abar)[:, 0]
+    return _patch_columns(trace, v)
+
+
+def grad_rollout_row(trace: Trace, positives: list[torch.Tensor | None]) -> torch.Tensor:
+    """grad_rollout's vector loop with the gradient a constant, given relu(dS/dA) per block (emptied as it goes)."""
     attns = trace.captured.attentions
     v = _row_vector(trace, attns[0])
-    if trace.create_graph:
-        for abar in reversed(_weighted_attention(trace)):
-            v = v + torch.bmm(v[:, None], abar)[:, 0]
-        return _patch_columns(trace, v)
-    positives = _positive_gradients(trace)
     blocks = list(range(len(attns)))
     if trace.reads_class_token:
         last = blocks.pop()
