@@ -111,6 +111,35 @@ def test_resume_equals_uninterrupted(tmp_path, objective):
             assert got[key] == pytest.approx(want[key], abs=1e-7), (want["epoch"], key)
 
 
+def test_interrupt_between_state_and_metrics_line_loses_no_line(tmp_path):
+    """Killed right after an epoch's state is saved, before its metrics line: --resume writes the saved epochs'
+    lines, so the log ends as the uninterrupted run's."""
+    full = _trainer(tmp_path / "full", epochs=3)
+    full.fit(Blobs(8), Blobs(4, seed=1))
+
+    class Killed(Exception):
+        pass
+
+    killed = _trainer(tmp_path / "killed", epochs=3)
+    original_save = killed._save_state
+
+    def save_then_die():
+        original_save()
+        if killed.epoch == 2 and killed.step_in_epoch == 0:
+            raise Killed
+
+    killed._save_state = save_then_die
+    with pytest.raises(Killed):
+        killed.fit(Blobs(8), Blobs(4, seed=1))
+    assert len((tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()) == 1  # epoch 2's line is missing
+    _trainer(tmp_path / "killed", epochs=3).fit(Blobs(8), Blobs(4, seed=1), resume=True)
+    want = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    got = [json.loads(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in got] == [1, 2, 3]
+    for a, b in zip(got, want, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6) and a["epoch"] == b["epoch"]
+
+
 def test_existing_run_needs_resume(tmp_path):
     _trainer(tmp_path, epochs=1).fit(Blobs(4), None)
     with pytest.raises(cft.CftError, match="--resume"):

@@ -6,6 +6,7 @@ does not expect, so the trainer all-reduces gradients itself (`average_gradients
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ class Distributed:
             if torch.cuda.is_available():
                 torch.cuda.set_device(local_rank)  # NCCL collectives run on this rank's GPU
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            atexit.register(_destroy_process_group)  # ours to tear down, before the interpreter's own teardown
         return cls(dist.get_rank(), dist.get_world_size(), local_rank)
 
     def broadcast_parameters(self, model: nn.Module) -> None:
@@ -115,3 +117,11 @@ def device_for(name: str, dist: Distributed | None = None, what: str = "device")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise CftError(f"{what} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def _destroy_process_group() -> None:
+    """Destroy the process group cft initialised (gloo's threads may abort the process if left to exit)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -274,8 +274,9 @@ class Trainer:
                 save_checkpoint(self.model, self.run_dir / f"epoch_{self.epoch:03d}.safetensors")
             if better:
                 save_checkpoint(self.model, self.run_dir / "best.safetensors", {"epoch": str(self.epoch)})
+        self._save_state()  # before the metrics line: a logged epoch is always one --resume starts after
+        if self.dist.rank == 0:
             self._log(record)
-        self._save_state()
 
     # ---- persistence ----------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -322,6 +323,9 @@ class Trainer:
         self.global_step = state["global_step"]
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
         self.history = json.loads(state["history"])
+        if self.dist.rank == 0:  # the saved epochs' lines, also when an interrupt came between state and log
+            with atomic_path(self.run_dir / "metrics.jsonl") as tmp:
+                tmp.write_text("".join(json.dumps(record) + "\n" for record in self.history))
         sums = json.loads(state.get("epoch_sums_ranks", "[]"))
         self.epoch_sums = json.loads(sums[self.dist.rank]) if len(sums) == self.dist.world_size else {}
         ranks = state.get("rng_ranks")
