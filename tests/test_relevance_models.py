@@ -148,6 +148,41 @@ def test_hf_maps_match_plain_formula(kind, method):
     torch.testing.assert_close(logits, model(pixel_values=images).logits)
 
 
+@pytest.mark.parametrize("method", ["grad-rollout", "gradcam"])
+@pytest.mark.parametrize("kind", list(HF_KINDS))
+def test_hf_last_layer_on_read_rows_changes_nothing(kind, method, monkeypatch):
+    """ViT / DeiT: the last layer's output projection and MLP run on the prefix tokens alone, DINOv2 whole; the
+    logits and every parameter gradient of a training loss equal those of the whole layer."""
+    from cft.relevance import hf
+
+    model = HFClassifier(hf_model(kind).train())
+    last = hf._layers(model.model)[-1]
+    rows: list[int] = []
+    for module in (last.attention.o_proj, last.mlp.fc1):
+        module.register_forward_hook(lambda _m, args, _out: rows.append(args[0].shape[1]))
+    torch.manual_seed(2)
+    images = torch.randn(3, 3, *IMAGES, dtype=torch.float64)
+    mask = (torch.rand(3, *GRID) > 0.5).double()
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step():
+        maps, logits = cft.relevance_with_logits(model, images, method=method)
+        loss = CFTLoss()(maps, mask, logits)["loss"] + F.cross_entropy(logits, torch.arange(3))
+        return torch.autograd.grad(loss, params, allow_unused=True), logits
+
+    fast, fast_logits = step()
+    prefix, tokens = HF_KINDS[kind][3], HF_KINDS[kind][3] + GRID[0] * GRID[1]
+    assert rows[-2:] == [prefix if kind in ("vit", "deit", "deit-distilled") else tokens] * 2
+    monkeypatch.setattr(hf, "_read_rows", lambda _kind, _config: None)
+    full, full_logits = step()
+    assert rows[-2:] == [tokens] * 2
+    torch.testing.assert_close(fast_logits, full_logits, atol=1e-12, rtol=0)
+    for got, want in zip(fast, full, strict=True):
+        assert (got is None) == (want is None)
+        if got is not None:
+            torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-8)
+
+
 @pytest.mark.parametrize("kind", ["vit", "dinov2-reg"])
 def test_hf_wrapper_and_raw_model_agree(kind):
     model = hf_model(kind)

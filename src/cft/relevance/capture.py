@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -61,3 +62,34 @@ def _append_output(target: list[torch.Tensor]):
         target.append(output)
 
     return hook
+
+
+@contextlib.contextmanager
+def leading_tokens_only(modules: Sequence[nn.Module], rows: int) -> Iterator[None]:
+    """While active, each module computes tokens [0, rows) of its (B, N, D) input alone and pads its output with
+    zeros to N tokens; the hooks are removed whatever happens.
+
+    Only for modules that act on each token alone and whose output for the other tokens nothing reads (the last
+    block's attention projection and MLP when the head reads only the prefix tokens): then the logits, the maps
+    and every gradient are those of the whole module, for less work in the forward and both backward passes."""
+    handles = []
+    try:
+        for module in modules:
+            handles.extend(_on_leading_tokens(module, rows))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _on_leading_tokens(module: nn.Module, rows: int) -> list[torch.utils.hooks.RemovableHandle]:
+    tokens: list[int] = []
+
+    def keep_rows(_module: nn.Module, args: tuple) -> tuple:
+        tokens.append(args[0].shape[1])
+        return (args[0][:, :rows], *args[1:])
+
+    def pad_rows(_module: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
+        return F.pad(out, (0, 0, 0, tokens.pop() - out.shape[1]))
+
+    return [module.register_forward_pre_hook(keep_rows), module.register_forward_hook(pad_rows)]

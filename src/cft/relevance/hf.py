@@ -16,6 +16,10 @@ every DeiT (transformers' DeiT embeddings always carry the distillation token), 
 DINOv2 with registers. The maps read the CLS row (row 0), as the timm path does for the class-token readers;
 note that DINOv2's classification head also reads the mean of the patch tokens. The grid is
 (H // patch, W // patch), patch from the config.
+
+For ViT and DeiT in the transformers 5 layout (attention.o_proj, mlp), the last layer's output projection and MLP
+compute only the prefix tokens during the call, as for timm ViTs (`cft.relevance.capture.leading_tokens_only`):
+their output for the patch tokens reaches no logit. DINOv2's head reads the patch tokens' mean, so it runs whole.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from cft.models.hf import (
     pair,
     prefix_tokens,
 )
-from cft.relevance.capture import Captured
+from cft.relevance.capture import Captured, leading_tokens_only
 from cft.relevance.methods import METHODS, Backend, Method
 
 EAGER_HINT = (
@@ -74,7 +78,7 @@ def backend(model: nn.Module) -> Backend | None:
         channels=int(config.num_channels),
         grid=lambda hw: _grid(config, hw, interpolate or always_interpolates),
         forward=_forward(inner, interpolate),
-        capture=lambda spec, _create_graph: _capture(layers, spec),
+        capture=lambda spec, _create_graph: _capture(layers, spec, _read_rows(kind, config)),
         num_prefix_tokens=prefix_tokens(kind, config),
         reads_class_token=True,
     )
@@ -122,11 +126,27 @@ def _last_stage(model: nn.Module) -> nn.Module:
     return model.convnextv2.encoder.stages[-1]
 
 
+def _read_rows(kind: str, config: Any) -> int | None:
+    """The tokens the classifier reads when they are the prefix tokens alone (ViT, DeiT); None for DINOv2, whose
+    head also reads the mean of the patch tokens."""
+    return prefix_tokens(kind, config) if kind in ("vit", "deit") else None
+
+
+def _per_token_tail(layer: nn.Module) -> list[nn.Module] | None:
+    """The last layer's attention output projection and MLP, where each acts on each token alone and its output is
+    added to that token's residual outside it (the transformers 5 layout: attention.o_proj, mlp); else None."""
+    modules = [getattr(getattr(layer, "attention", None), "o_proj", None), getattr(layer, "mlp", None)]
+    return modules if all(isinstance(m, nn.Module) for m in modules) else None
+
+
 @contextlib.contextmanager
-def _capture(layers: list[nn.Module], spec: Method) -> Iterator[Captured]:
-    """Record each layer's attention probabilities (and the last layer's normalised input) while active."""
+def _capture(layers: list[nn.Module], spec: Method, read_rows: int | None = None) -> Iterator[Captured]:
+    """Record each layer's attention probabilities (and the last layer's normalised input) while active; with
+    `read_rows`, the last layer's output projection and MLP compute only the tokens the classifier reads."""
     store = Captured()
     handles = []
+    tail = _per_token_tail(layers[-1]) if read_rows else None
+    rows = leading_tokens_only(tail, read_rows) if tail else contextlib.nullcontext()
     try:
         if spec.attentions:
             for layer in layers:
@@ -137,7 +157,8 @@ def _capture(layers: list[nn.Module], spec: Method) -> Iterator[Captured]:
                 store.last_block_input = output
 
             handles.append(_norm(layers[-1]).register_forward_hook(keep))
-        yield store
+        with rows:
+            yield store
     finally:
         for handle in handles:
             handle.remove()

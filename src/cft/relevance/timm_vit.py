@@ -16,13 +16,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cft.errors import CftError
 from cft.models import vit_layout
-from cft.relevance.capture import Captured, capture
+from cft.relevance.capture import Captured, capture, leading_tokens_only
 from cft.relevance.methods import METHODS, Backend, Method
 
 
@@ -61,34 +59,14 @@ def last_block_on_rows(model: nn.Module, rows: int | None) -> Iterator[None]:
 
     Only for timm's `Block` and `ResPostBlock` (both modules act on each token alone and their outputs reach only
     that token's residual) and only when `rows` is set: a model whose head reads those tokens alone. The attention
-    matrix and the keys and values stay whole. Otherwise nothing changes; the hooks are removed whatever happens."""
+    matrix and the keys and values stay whole. Otherwise nothing changes."""
     block = model.blocks[-1] if rows else None
     modules = [getattr(getattr(block, "attn", None), "proj", None), getattr(block, "mlp", None)]
     if block is None or None in modules or type(block).__name__ not in ("Block", "ResPostBlock"):
         yield
         return
-    handles = []
-    try:
-        for module in modules:
-            handles.extend(_on_rows(module, rows))
+    with leading_tokens_only(modules, rows):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _on_rows(module: nn.Module, rows: int) -> list[torch.utils.hooks.RemovableHandle]:
-    """Hooks that feed `module` tokens [0, rows) of its (B, N, D) input and pad its output with zeros to N tokens."""
-    tokens: list[int] = []
-
-    def keep_rows(_module: nn.Module, args: tuple) -> tuple:
-        tokens.append(args[0].shape[1])
-        return (args[0][:, :rows], *args[1:])
-
-    def pad_rows(_module: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
-        return F.pad(out, (0, 0, 0, tokens.pop() - out.shape[1]))
-
-    return [module.register_forward_pre_hook(keep_rows), module.register_forward_hook(pad_rows)]
 
 
 def _check_size(model: nn.Module, image_hw: tuple[int, int]) -> None:
