@@ -10,6 +10,8 @@ Step types, all on the same model, batch and optimiser (AdamW), in train mode:
   reference         as the original research code: a hooked forward for the relevance map (cft.relevance, same
                     settings) PLUS a second ordinary forward for the logits, then the same loss, backward, step
   cft[METHOD]       (--methods) the CFT step with another relevance method at its default create_graph
+  plain-rows        (only when asked for in --run) plain, with the last block's attention projection and MLP on the
+                    tokens the head reads, as the cft step runs it: the like-for-like baseline
 
 Each step type runs in its own fresh subprocess (this script re-invokes itself), one after another. Time: median
 of --steps timed steps after --warmup steps. Peak memory on CPU: peak RSS (ru_maxrss) over warm-up and timed steps
@@ -50,8 +52,10 @@ except ImportError:  # run from a checkout without installing: use ./src
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import cft
 from cft.losses import CFTLoss
+from cft.relevance.timm_vit import last_block_on_rows
 
-BASE_STEPS = ("plain", "cft", "cft-create-graph", "reference")
+BASE_STEPS = ("plain", "cft", "cft-create-graph", "reference", "plain-rows")
+DEFAULT_STEPS = BASE_STEPS[:4]
 EXTRA_METHODS = ("rollout", "attn-lrp", "gradcam", "input-grad")
 RESULT_MARK = "@@BENCH_RESULT@@ "
 TARGET_CFT_VS_PLAIN_TIME = {"below 224 px": 1.3, "224 px and up": 1.4}
@@ -79,8 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="default: %(default)s")
     p.add_argument(
         "--run",
-        default=",".join(BASE_STEPS),
-        help=f"comma-separated step types to run, of {', '.join(BASE_STEPS)} (default: all)",
+        default=",".join(DEFAULT_STEPS),
+        help=f"comma-separated step types to run, of {', '.join(BASE_STEPS)} (default: all but plain-rows)",
     )
     p.add_argument(
         "--methods",
@@ -180,6 +184,11 @@ def make_step(step: str, model, optimizer, images, labels, mask):
         F.cross_entropy(model(images), labels).backward()
         optimizer.step()
 
+    def plain_rows() -> None:  # plain, with the last block on the rows the head reads (as the cft step runs it)
+        layout = cft.vit_layout(model)
+        with last_block_on_rows(model, layout.num_prefix_tokens if layout.reads_class_token else None):
+            plain()
+
     def cft_step(method: str, create_graph: bool | None) -> None:
         optimizer.zero_grad(set_to_none=True)
         rel, logits = cft.relevance_with_logits(model, images, method=method, create_graph=create_graph)
@@ -201,6 +210,8 @@ def make_step(step: str, model, optimizer, images, labels, mask):
         return lambda: cft_step("grad-rollout", True)
     if step == "reference":
         return reference
+    if step == "plain-rows":
+        return plain_rows
     if step.startswith("cft[") and step.endswith("]"):
         method = step[4:-1]
         return lambda: cft_step(method, None)
@@ -486,6 +497,10 @@ def report(args: argparse.Namespace, results: list[dict]) -> list[dict]:
     c = by.get("cft")
     speed = ratio(ref and ref["ms_per_step"], c and c["ms_per_step"])
     print(f"\ncft speed-up over reference: {fmt(speed, '.2f', 'x')}")
+    rows = by.get("plain-rows")
+    if rows and c:
+        like_for_like = c["ms_per_step"] / rows["ms_per_step"]
+        print(f"cft / plain-rows (both with the last block on the read rows): {like_for_like:.2f}x")
     time_bound = TARGET_CFT_VS_PLAIN_TIME["224 px and up" if args.img_size >= 224 else "below 224 px"]
     checks = [
         (
