@@ -57,12 +57,13 @@ def backend(model: nn.Module) -> Backend:
 def last_block_on_rows(model: nn.Module, rows: int | None) -> Iterator[None]:
     """While active, the last block's attention projection and MLP compute only tokens [0, rows), zeros elsewhere.
 
-    Only for timm's `Block` and `ResPostBlock` (both modules act on each token alone and their outputs reach only
-    that token's residual) and only when `rows` is set: a model whose head reads those tokens alone. The attention
-    matrix and the keys and values stay whole. Otherwise nothing changes."""
+    Only for timm's pre-norm `Block` (both modules act on each token alone and their outputs reach only that
+    token's residual; the norm gradcam reads comes before them) and only when `rows` is set: a model whose head
+    reads those tokens alone. The attention matrix and the keys and values stay whole. Otherwise (a post-norm
+    `ResPostBlock`, any other block type) nothing changes."""
     block = model.blocks[-1] if rows else None
     modules = [getattr(getattr(block, "attn", None), "proj", None), getattr(block, "mlp", None)]
-    if block is None or None in modules or type(block).__name__ not in ("Block", "ResPostBlock"):
+    if block is None or None in modules or type(block).__name__ != "Block":
         yield
         return
     with leading_tokens_only(modules, rows):
