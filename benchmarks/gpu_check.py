@@ -245,7 +245,7 @@ def evaluate_row(size: dict, device: torch.device, tmp: Path) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    keys = ["ms", "images_per_s", "peak_mib", "max_abs_diff", "seconds", "train_loss", "exit"]
+    keys = ["ms", "images_per_s", "peak_mib", "max_abs_diff", "seconds", "train_loss", "exit", "error"]
     lines = ["| check | setting | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
     for r in rows:
         cells = [_cell(r.get(k)) for k in keys]
@@ -268,16 +268,31 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"gpu_check: {size['model']} at {size['img']} px on {name}, torch {torch.__version__}", flush=True)
-    rows = step_rows(size, device)
-    rows += relevance_rows(size, device)
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        rows.append(finetune_row(size, device, Path(tmp) / "finetune"))
-        rows.append(evaluate_row(size, device, Path(tmp) / "evaluate"))
-    print(table(rows))
+        checks = [
+            ("step", lambda: step_rows(size, device)),
+            ("relevance", lambda: relevance_rows(size, device)),
+            ("cft finetune", lambda: [finetune_row(size, device, Path(tmp) / "finetune")]),
+            ("cft evaluate", lambda: [evaluate_row(size, device, Path(tmp) / "evaluate")]),
+        ]
+        for name, check in checks:
+            new_rows = guarded(name, check)
+            print(table(new_rows), flush=True)  # as it comes: a later failure or time-out loses nothing
+            rows += new_rows
+            if args.json:
+                Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"\nall checks:\n{table(rows)}")
     print(f"total {time.perf_counter() - start:.0f} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0 if all(r.get("exit", 0) == 0 for r in rows) else 1
+
+
+def guarded(name: str, check) -> list[dict]:
+    """The check's rows, or one row naming its error: one failing check (a GPU-only bug) must not cost the others."""
+    try:
+        return check()
+    except Exception as err:  # noqa: BLE001 - reported in the table, the exit code says it failed
+        return [{"check": name, "setting": "failed", "error": f"{type(err).__name__}: {err}"[:300], "exit": 1}]
 
 
 if __name__ == "__main__":

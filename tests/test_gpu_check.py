@@ -10,10 +10,15 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
 
-def test_gpu_check_runs_tiny_on_cpu(tmp_path, capsys):
+def _gpu_check():
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)
+    return gpu_check
+
+
+def test_gpu_check_runs_tiny_on_cpu(tmp_path, capsys):
+    gpu_check = _gpu_check()
     assert gpu_check.main(["--device", "cpu", "--tiny", "--json", str(tmp_path / "rows.json")]) == 0
     rows = json.loads((tmp_path / "rows.json").read_text())
     steps = [r for r in rows if r["check"].startswith("step ")]
@@ -29,3 +34,17 @@ def test_gpu_check_runs_tiny_on_cpu(tmp_path, capsys):
     assert evaluate["exit"] == 0 and evaluate["images_per_s"] > 0
     out = capsys.readouterr().out
     assert "| check | setting |" in out and "step cft" in out
+
+
+def test_a_failing_check_is_a_row_and_the_others_still_run(tmp_path, capsys, monkeypatch):
+    gpu_check = _gpu_check()
+
+    def broken(_size, _device):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(gpu_check, "relevance_rows", broken)
+    assert gpu_check.main(["--device", "cpu", "--tiny", "--json", str(tmp_path / "rows.json")]) == 1
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    failed = [r for r in rows if r.get("error")]
+    assert [r["check"] for r in failed] == ["relevance"] and "illegal memory access" in failed[0]["error"]
+    assert {r["check"] for r in rows} >= {"step cft", "cft finetune", "cft evaluate"}
