@@ -20,13 +20,15 @@ def _bench():
 
 def test_interleaved_rounds_report_every_step_type(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert _bench().main([*TOY, "--run", "plain,cft,reference", "--interleave", "2", "--json", str(out)]) == 0
+    steps = "plain,cft,reference,plain-rows"
+    assert _bench().main([*TOY, "--run", steps, "--interleave", "2", "--json", str(out)]) == 0
     results = {r["step"]: r for r in json.loads(out.read_text())["results"]}
-    assert set(results) == {"plain", "cft", "reference"}
+    assert set(results) == {"plain", "cft", "reference", "plain-rows"}
     for r in results.values():
         assert len(r["round_medians_ms"]) == 2 and r["ms_per_step"] == min(r["round_medians_ms"]) > 0
     printed = capsys.readouterr().out
     assert "cft time <= 1.3x plain" in printed  # below 224 px: the 1.3x target
+    assert "cft / plain-rows (both with the last block on the read rows)" in printed
 
 
 def test_phases_time_the_library_pieces(capsys):
