@@ -185,8 +185,7 @@ def make_step(step: str, model, optimizer, images, labels, mask):
         optimizer.step()
 
     def plain_rows() -> None:  # plain, with the last block on the rows the head reads (as the cft step runs it)
-        layout = cft.vit_layout(model)
-        with last_block_on_rows(model, layout.num_prefix_tokens if layout.reads_class_token else None):
+        with last_block_on_rows(model):
             plain()
 
     def cft_step(method: str, create_graph: bool | None) -> None:

@@ -276,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             ("cft finetune", lambda: [finetune_row(size, device, Path(tmp) / "finetune")]),
             ("cft evaluate", lambda: [evaluate_row(size, device, Path(tmp) / "evaluate")]),
         ]
-        for name, check in checks:
-            new_rows = guarded(name, check)
+        for check_name, check in checks:
+            new_rows = guarded(check_name, check)
             print(table(new_rows), flush=True)  # as it comes: a later failure or time-out loses nothing
             rows += new_rows
             if args.json:

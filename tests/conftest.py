@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 import torch
 
@@ -24,3 +28,12 @@ def tiny_vit(name: str = "vit_tiny_patch16_224", dtype: torch.dtype = torch.floa
 @pytest.fixture
 def make_vit():
     return tiny_vit
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/<name>.py as a fresh module (the benchmarks are scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train_step.py"
+from tests.conftest import load_benchmark
+
 TOY = ["--img-size", "16", "--patch", "8", "--depth", "2", "--embed-dim", "24", "--heads", "2", "--batch", "2"]
 TOY += ["--num-classes", "5", "--steps", "2", "--warmup", "1", "--threads", "1"]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_train_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_train_step")
 
 
 def test_interleaved_rounds_report_every_step_type(tmp_path, capsys):

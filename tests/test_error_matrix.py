@@ -52,6 +52,11 @@ def cases(r: Path, out: Path) -> dict[str, tuple[list[str], str]]:
     ev = ["evaluate", "--model", "vit_tiny_patch16_224", *TINY, "--out", str(out / "r.json")]
     ex = ["explain", str(r / "img.png"), *TINY, "--out", str(out)]
     val = f"imagenet-val={r / 'val'}"
+
+    def masks(bank: str, segmenter: str) -> list[str]:
+        return ["masks", "--images", str(r / "tree"), "--concepts", str(r / bank), "--segmenter", segmenter,
+                "--out", str(out)]  # fmt: skip
+
     return {
         # explain
         "explain: checkpoint of another shape": ([*ex, "--checkpoint", str(r / "ten.safetensors")], "head.bias"),
@@ -134,48 +139,9 @@ def cases(r: Path, out: Path) -> dict[str, tuple[list[str], str]]:
             "class",
         ),
         # masks
-        "masks: missing bank": (
-            [
-                "masks",
-                "--images",
-                str(r / "tree"),
-                "--concepts",
-                str(r / "no.json"),
-                "--segmenter",
-                "world",
-                "--out",
-                str(out),
-            ],
-            "no.json",
-        ),  # fmt: skip
-        "masks: class without concepts": (
-            [
-                "masks",
-                "--images",
-                str(r / "tree"),
-                "--concepts",
-                str(r / "bank.json"),
-                "--segmenter",
-                "world",
-                "--out",
-                str(out),
-            ],
-            "dog",
-        ),  # fmt: skip
-        "masks: unknown segmenter": (
-            [
-                "masks",
-                "--images",
-                str(r / "tree"),
-                "--concepts",
-                str(r / "bank.json"),
-                "--segmenter",
-                "sam9",
-                "--out",
-                str(out),
-            ],
-            "sam9",
-        ),  # fmt: skip
+        "masks: missing bank": (masks("no.json", "world"), "no.json"),
+        "masks: class without concepts": (masks("bank.json", "world"), "dog"),
+        "masks: unknown segmenter": (masks("bank.json", "sam9"), "sam9"),
         "masks show: not a store": (
             ["masks", "show", "--store", str(r / "empty"), "--images", str(r / "tree"), "--out", str(out / "s.png")],
             "mask store",

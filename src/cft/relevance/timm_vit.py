@@ -29,7 +29,6 @@ def backend(model: nn.Module) -> Backend:
     layout = vit_layout(model)
     proj = getattr(model.patch_embed, "proj", None)
     channels = int(proj.in_channels) if proj is not None and hasattr(proj, "in_channels") else 3
-    read_rows = layout.num_prefix_tokens if layout.reads_class_token else None
 
     def grid(image_hw: tuple[int, int]) -> tuple[int, int]:
         _check_size(model, image_hw)
@@ -38,7 +37,7 @@ def backend(model: nn.Module) -> Backend:
     @contextlib.contextmanager
     def capture_call(spec: Method, create_graph: bool) -> Iterator[Captured]:
         with capture(model, spec.attentions, spec.last_block_input, create_graph) as captured:
-            with last_block_on_rows(model, read_rows):
+            with last_block_on_rows(model):
                 yield captured
 
     return Backend(
@@ -54,13 +53,15 @@ def backend(model: nn.Module) -> Backend:
 
 
 @contextlib.contextmanager
-def last_block_on_rows(model: nn.Module, rows: int | None) -> Iterator[None]:
-    """While active, the last block's attention projection and MLP compute only tokens [0, rows), zeros elsewhere.
+def last_block_on_rows(model: nn.Module) -> Iterator[None]:
+    """While active, the last block's attention projection and MLP compute only the prefix tokens, zeros elsewhere.
 
-    Only for timm's pre-norm `Block` (both modules act on each token alone and their outputs reach only that
-    token's residual; the norm gradcam reads comes before them) and only when `rows` is set: a model whose head
-    reads those tokens alone. The attention matrix and the keys and values stay whole. Otherwise (a post-norm
-    `ResPostBlock`, any other block type) nothing changes."""
+    Only for a model whose head reads the prefix tokens alone (`vit_layout(model).reads_class_token`) and only for
+    timm's pre-norm `Block` (both modules act on each token alone and their outputs reach only that token's
+    residual; the norm gradcam reads comes before them). The attention matrix and the keys and values stay whole.
+    Otherwise (patch pooling, a post-norm `ResPostBlock`, any other block type) nothing changes."""
+    layout = vit_layout(model)
+    rows = layout.num_prefix_tokens if layout.reads_class_token else None
     block = model.blocks[-1] if rows else None
     modules = [getattr(getattr(block, "attn", None), "proj", None), getattr(block, "mlp", None)]
     if block is None or None in modules or type(block).__name__ != "Block":
