@@ -20,6 +20,7 @@ from torch import nn
 
 from cft.concepts.world import WorldConceptConfig, world_concepts
 from cft.config import from_dict, load_config_data, save_config, to_dict
+from cft.data.decoy import DECOY_SPLITS, DecoyConfig, check_decoy_config
 from cft.errors import CftError
 from cft.io import write_json_atomic
 from cft.registry import Registry
@@ -61,8 +62,9 @@ class FewShotSection:
 
 @dataclass
 class DataSection:
-    source: str = "world"  # world (synthetic) | folder (ImageFolder / ImageNet train) | waterbirds | grouped
+    source: str = "world"  # world (synthetic) | decoy (Decoy-(Fashion)MNIST) | folder | waterbirds | grouped
     world: dict[str, Any] = field(default_factory=dict)  # cft.world.WorldConfig fields
+    decoy: DecoyConfig = field(default_factory=DecoyConfig)  # decoy: the dataset and how the decoy is planted
     train_split: str = "train"
     n_train: int = 6000  # images of train_split (with few_shot: the pool the few images are drawn from)
     val_split: str | None = "val"  # null: no validation (select_by falls back to the last epoch)
@@ -124,6 +126,8 @@ def check_recipe(recipe: FinetuneRecipe) -> None:
         raise CftError(f"data.source must be one of {', '.join(SOURCES)}, got {d.source!r}")
     from cft.world import SPLITS
 
+    if d.source == "decoy":
+        SPLITS = DECOY_SPLITS  # noqa: N806
     for name, split in (("train_split", d.train_split), ("val_split", d.val_split)):
         if split is not None and split not in SPLITS:
             raise CftError(f"data.{name} must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -153,6 +157,8 @@ def check_recipe(recipe: FinetuneRecipe) -> None:
         raise CftError(f"model.checkpoint {m.checkpoint} does not exist (relative to the working directory)")
     if d.source == "world":
         make_world(recipe)  # checks data.world.*
+    elif d.source == "decoy":
+        check_decoy_config(d.decoy)
     else:
         _check_disk_data(d)
 
@@ -329,6 +335,42 @@ def _world_source(recipe: FinetuneRecipe, needs_mask: bool, out: Path) -> Source
     )
 
 
+def _decoy_source(recipe: FinetuneRecipe, needs_mask: bool, out: Path) -> SourceData:
+    """Decoy-(Fashion)MNIST (cft.data.decoy): guidance masks are the foreground (masks=object or concepts). All
+    of train_split without few_shot (its decoys drawn anew each epoch), else a few-shot set of its first n_train."""
+    from cft.data.decoy import DecoySource, DecoyStream
+    from cft.data.fewshot import select_few_shot
+    from cft.world.training import ArrayDataset, make_collate
+
+    d = recipe.data
+    source = DecoySource(d.decoy)
+    classes = list(source.classes)
+    model = build_model(recipe, len(classes), 28)
+    with_masks = needs_mask and d.masks != "none"
+
+    def dataset(planted) -> ArrayDataset:
+        masks = torch.from_numpy(planted.foreground.astype(np.float32)) if with_masks else None
+        return ArrayDataset(torch.from_numpy(planted.rgb()), torch.from_numpy(planted.labels), masks)
+
+    selection = None
+    if d.few_shot is None and d.train_split == "train" and not with_masks:
+        train: Any = DecoyStream(source, d.n_train)
+    else:
+        pool = source.split(d.train_split, d.n_train)
+        if d.few_shot is not None:
+            try:
+                selection = select_few_shot(
+                    pool.labels, d.few_shot.per_class, d.few_shot.class_fraction, d.few_shot.seed, len(classes)
+                )
+            except CftError as err:
+                raise CftError(f"data.few_shot: {err} (data.n_train={d.n_train} is the pool)") from None
+            pool = pool.take(np.asarray(selection.indices))
+        train = dataset(pool)
+    val = None if d.val_split is None else dataset(source.split(d.val_split, d.n_val))
+    where = {"dataset": d.decoy.dataset, "split": d.train_split, "pool": d.n_train}
+    return SourceData(classes, model, train, val, selection, make_collate(flip=d.flip), make_collate(flip=False), where)
+
+
 def _disk_source(recipe: FinetuneRecipe, needs_mask: bool, out: Path) -> SourceData:
     from torch.utils.data import default_collate
 
@@ -349,6 +391,7 @@ def _disk_source(recipe: FinetuneRecipe, needs_mask: bool, out: Path) -> SourceD
 DATA_SOURCES: Registry[Callable[[FinetuneRecipe, bool, Path], SourceData]] = Registry("data source")
 for _name, _builder in (
     ("world", _world_source),
+    ("decoy", _decoy_source),
     ("folder", _disk_source),
     ("waterbirds", _disk_source),
     ("grouped", _disk_source),
@@ -368,6 +411,8 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | Path, resume: bool = Fal
     tcfg = dataclasses.replace(recipe.train, progress=recipe.train.progress and progress)
     torch.manual_seed(recipe.train.seed)  # the initial weights of a model trained from scratch
     source = DATA_SOURCES[recipe.data.source](recipe, objective.needs_mask, out)
+    if getattr(objective, "wants_reference", False):
+        objective.bind_reference(source.model)  # the starting weights (a resumed state loads after this)
     trainer = Trainer(source.model, objective, tcfg, out, source.collate, source.eval_collate)
 
     def write_run_files() -> None:  # after a resumed state has loaded: a failed --resume changes nothing
