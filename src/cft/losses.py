@@ -103,12 +103,25 @@ def _weighted_terms(
     return {"concept": concept, "non_concept": non, "align": concept_weight * concept + non_weight * non}
 
 
-def consistency(logits: torch.Tensor, temperature: float = 1.0, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """CE(logits / T, target): the model's own current top-1 (detached) by default, or ground-truth `labels`."""
+def consistency(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    labels: torch.Tensor | None = None,
+    reference: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """CE(logits / T, target): the model's own current top-1 (detached) by default, or ground-truth `labels`.
+
+    With `reference` logits (the original model's on the same images), KL(softmax(reference / T) || softmax(logits
+    / T)) instead, averaged over the batch: the whole predicted distribution is anchored, the classes absent from
+    the batch included, where CE on the argmax only pushes the batch's own classes up.
+    """
     if temperature <= 0:
         raise CftError(f"temperature must be > 0, got {temperature}")
-    target = logits.detach().argmax(dim=1) if labels is None else labels
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float32 under autocast too
+    if reference is not None:
+        target = F.log_softmax(reference.detach().to(logits.dtype) / temperature, dim=1)
+        return F.kl_div(F.log_softmax(logits / temperature, dim=1), target, log_target=True, reduction="batchmean")
+    target = logits.detach().argmax(dim=1) if labels is None else labels
     return F.cross_entropy(logits / temperature, target)
 
 
@@ -150,9 +163,10 @@ class CFTLoss:
         mask: torch.Tensor,
         logits: torch.Tensor,
         labels: torch.Tensor | None = None,
+        reference: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         with torch.autocast(relevance.device.type, enabled=False):  # every term in float32 (see _check_pair)
             terms = self.alignment(relevance, mask)
-            terms["cls"] = consistency(logits, self.temperature, labels)
+            terms["cls"] = consistency(logits, self.temperature, labels, reference)
             terms["loss"] = self.align_weight * terms["align"] + self.cls_weight * terms["cls"]
         return terms

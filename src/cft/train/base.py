@@ -20,6 +20,9 @@ from cft.losses import ALIGNMENT_FORMS
 from cft.registry import Registry
 from cft.relevance import METHODS
 
+# the consistency term's target: the model's own argmax (the paper), the label, or the original model's prediction
+CLS_TARGETS = ("self", "label", "original")
+
 
 @dataclass
 class StepOutput:
@@ -53,7 +56,7 @@ class ObjectiveConfig:
     temperature: float = 1.0
     concept_weight: float | None = None  # form robustvit: the foreground weight (null: 0.3)
     non_concept_weight: float | None = None  # form robustvit: the background weight (null: 2.0)
-    cls_target: str = "self"  # self (the model's own argmax) | label (ground truth)
+    cls_target: str = "self"  # self (own argmax) | label (ground truth) | original (KL to the starting model)
     mask_resolution: str = "image"  # image (upsample relevance) | patch (pool the mask to the grid)
     relevance_target: str | None = None  # predicted | label; null: label for robustvit, predicted for cft
     input_grad_weight: float | None = None  # rrr/gradmask penalty weight; null: 1000 for rrr, 4 for gradmask
@@ -82,8 +85,8 @@ def _check_config(cfg: ObjectiveConfig) -> None:
         raise CftError(f"objective.form must be one of {', '.join(ALIGNMENT_FORMS)}, got {cfg.form!r}")
     if cfg.method not in METHODS:
         raise CftError(f"objective.method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    if cfg.cls_target not in ("self", "label"):
-        raise CftError(f"objective.cls_target must be 'self' or 'label', got {cfg.cls_target!r}")
+    if cfg.cls_target not in CLS_TARGETS:
+        raise CftError(f"objective.cls_target must be one of {', '.join(CLS_TARGETS)}, got {cfg.cls_target!r}")
     if cfg.mask_resolution not in ("image", "patch"):
         raise CftError(f"objective.mask_resolution must be 'image' or 'patch', got {cfg.mask_resolution!r}")
     if cfg.relevance_target not in (None, "predicted", "label"):
@@ -95,6 +98,11 @@ def _check_config(cfg: ObjectiveConfig) -> None:
             raise CftError(f"objective.{name} must be a finite number >= 0, got {value}")
     if not (math.isfinite(cfg.temperature) and cfg.temperature > 0):
         raise CftError(f"objective.temperature must be > 0, got {cfg.temperature}")
+    if cfg.cls_target == "original" and cfg.name not in ("cft", "robustvit", "no-guidance"):
+        raise CftError(
+            f"objective.cls_target=original anchors the consistency term of cft, robustvit and no-guidance; "
+            f"{cfg.name} has none"
+        )
     if cfg.name in ("rrr", "gradmask") and cfg.create_graph is False:
         raise CftError(
             f"objective.create_graph=false makes the {cfg.name} penalty a constant that never trains the model "

@@ -6,12 +6,14 @@ A batch is a dict with "image" (B, C, H, W) float, "label" (B,) long and, for gu
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cft.errors import CftError
 from cft.losses import CFTLoss, consistency, mask_to_grid
 from cft.relevance import relevance_with_logits
 from cft.train.base import Objective, ObjectiveConfig, StepOutput, register_objective
@@ -27,22 +29,51 @@ class Classification:
         return StepOutput({"loss": F.cross_entropy(logits, batch["label"])}, logits)
 
 
+class Anchored:
+    """An objective whose consistency term may anchor to the original model (cls_target "original"): the trainer's
+    caller binds a frozen copy of the starting model with `bind_reference`, whose logits are the KL target."""
+
+    cls_target: str = "self"
+    reference: nn.Module | None = None
+
+    @property
+    def wants_reference(self) -> bool:
+        return self.cls_target == "original"
+
+    def bind_reference(self, model: nn.Module) -> None:
+        """Keep a frozen copy of `model` (the starting weights) as the anchor."""
+        self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def targets(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
+        """The keyword arguments of `consistency` for this batch: labels, or the reference's logits, or neither."""
+        if self.cls_target == "label":
+            return {"labels": batch["label"]}
+        if self.cls_target == "original":
+            if self.reference is None:
+                raise CftError("objective.cls_target=original needs the original model: call bind_reference first")
+            images = batch["image"]
+            self.reference.to(images.device)
+            with torch.no_grad():
+                return {"reference": self.reference(images)}
+        return {}
+
+
 @dataclass
-class ConsistencyOnly:
+class ConsistencyOnly(Anchored):
     """The classification term of CFT alone (no relevance): the `no-guidance` ablation."""
 
     temperature: float = 1.0
-    use_labels: bool = False
+    cls_target: str = "self"
     needs_mask = False
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         logits = model(batch["image"])
-        cls = consistency(logits, self.temperature, batch["label"] if self.use_labels else None)
+        cls = consistency(logits, self.temperature, **self.targets(batch))
         return StepOutput({"cls": cls, "loss": cls}, logits)
 
 
 @dataclass
-class RelevanceGuided:
+class RelevanceGuided(Anchored):
     """CFT (and RobustViT with form="robustvit"): relevance and logits from one forward pass, then CFTLoss.
 
     relevance_target: the class whose relevance is aligned, "predicted" (each image's argmax) or "label".
@@ -51,7 +82,7 @@ class RelevanceGuided:
     loss: CFTLoss
     method: str = "grad-rollout"
     create_graph: bool | None = None
-    use_labels: bool = False
+    cls_target: str = "self"
     mask_resolution: str = "image"
     relevance_target: str = "predicted"
     needs_mask = True
@@ -65,7 +96,7 @@ class RelevanceGuided:
             mask = mask_to_grid(mask, tuple(maps.shape[-2:]))
         else:
             maps = F.interpolate(maps[:, None], size=mask.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-        terms = self.loss(maps, mask, logits, batch["label"] if self.use_labels else None)
+        terms = self.loss(maps, mask, logits, **self.targets(batch))
         return StepOutput(terms, logits)
 
 
@@ -76,7 +107,7 @@ def _erm(cfg: ObjectiveConfig) -> Objective:
 
 @register_objective("no-guidance")
 def _no_guidance(cfg: ObjectiveConfig) -> Objective:
-    return ConsistencyOnly(cfg.temperature, cfg.cls_target == "label")
+    return ConsistencyOnly(cfg.temperature, cfg.cls_target)
 
 
 def _relevance_guided(cfg: ObjectiveConfig, robustvit: bool) -> Objective:
@@ -89,8 +120,7 @@ def _relevance_guided(cfg: ObjectiveConfig, robustvit: bool) -> Objective:
         cfg.non_concept_weight,
     )
     target = cfg.relevance_target or ("label" if robustvit else "predicted")
-    use_labels = cfg.cls_target == "label"
-    return RelevanceGuided(loss, cfg.method, cfg.create_graph, use_labels, cfg.mask_resolution, target)
+    return RelevanceGuided(loss, cfg.method, cfg.create_graph, cfg.cls_target, cfg.mask_resolution, target)
 
 
 @register_objective("cft")

@@ -13,6 +13,7 @@ would on the whole batch. Rank 0 writes checkpoints, metrics and the resumable s
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import time
@@ -63,6 +64,9 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"  # auto: cuda (this rank's LOCAL_RANK under torchrun) when available, else cpu
     amp: str = "auto"  # auto: bf16 autocast on CUDA devices that support it | bf16 | none
+    # parameters trained, as fnmatch patterns of their names (e.g. "blocks.*.attn.*"); null: all. The others are
+    # frozen (requires_grad off, not in the optimiser); each pattern must match at least one parameter
+    trainable: list[str] | None = None
 
 
 @dataclass
@@ -98,7 +102,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.collate, self.eval_collate = collate, eval_collate or collate
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay, betas=o.betas)
+        params = trainable_parameters(model, cfg.trainable)
+        self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.history: list[dict[str, Any]] = []
         self.epoch_sums: dict[str, float] = {}  # this epoch's running sums of the logged terms (this rank's)
@@ -342,6 +347,26 @@ class Trainer:
                 if isinstance(v, int | float):
                     self._writer.add_scalar(k, v, record["epoch"])
             self._writer.flush()
+
+
+def trainable_parameters(model: nn.Module, patterns: Sequence[str] | None) -> list[nn.Parameter]:
+    """The parameters whose names match any of `patterns` (all: None); the others get requires_grad off."""
+    if patterns is None:
+        return list(model.parameters())
+    names = [n for n, _ in model.named_parameters()]
+    unmatched = [p for p in patterns if not fnmatch.filter(names, p)]
+    if unmatched:
+        raise CftError(
+            f"train.trainable: {', '.join(map(repr, unmatched))} match(es) no parameter of the model; its "
+            f"parameters are named like {', '.join(names[:3])}, ..., {names[-1]}"
+        )
+    chosen = []
+    for name, param in model.named_parameters():
+        keep = any(fnmatch.fnmatchcase(name, p) for p in patterns)
+        param.requires_grad_(keep)
+        if keep:
+            chosen.append(param)
+    return chosen
 
 
 def check_train_config(cfg: TrainConfig) -> None:
