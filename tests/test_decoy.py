@@ -229,3 +229,64 @@ def test_benchmark_runs_and_pairs_seeds(tree, tmp_path):
     assert (tmp_path / "bench" / "report.md").read_text().startswith("# Decoy benchmark report")
     again = run_decoy_benchmark(cfg, tmp_path / "bench", progress=False, log=lambda *_: None)  # runs are reused
     assert again["metrics"]["cft"]["val-ood"]["top1"] == m["cft"]["val-ood"]["top1"]
+
+
+def test_cli_demo_decoy(tree, tmp_path, capsys):
+    from cft.cli import main
+    from cft.models import save_checkpoint
+    from cft.world.training import WorldModelConfig
+
+    model = {"depth": 1, "embed_dim": 16, "num_heads": 2, "patch_size": 4}
+    ckpt = save_checkpoint(WorldModelConfig(**model).create(10, 28), tmp_path / "orig.safetensors")
+    sets = [f"decoy.root={tree}", "decoy.n_val=20", f"checkpoint={ckpt}", "finetune.data.n_train=100"]
+    sets += [f"model.{k}={v}" for k, v in model.items()]
+    args = ["demo", "--data", "decoy", "--quick", "--no-progress", "--out", str(tmp_path / "out")]
+    assert main([*args, *(f"--set={s}" for s in sets)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "test-ood" in out and "no-guidance" in out and (tmp_path / "out" / "figures" / "relevance_grid.png").is_file()
+    )
+    assert main([*args, "--from-scratch"]) == 2
+    assert "cft finetune --config decoy/fashion-mnist-pretrain" in capsys.readouterr().err
+    assert main([*args, "--set=phase=train"]) == 2
+    assert "phase must be one of val, test" in capsys.readouterr().err
+
+
+def test_the_shipped_model_is_refused_for_another_decoy():
+    from cft.demo.decoy import decoy_bench_config, original_checkpoint
+
+    assert original_checkpoint(decoy_bench_config()).name == "decoy_fashion_mnist_vit.safetensors"
+    with pytest.raises(CftError, match="trained with decoy.size=4, not 6; make one with"):
+        original_checkpoint(decoy_bench_config({"decoy": {"size": 6}}))
+    with pytest.raises(CftError, match="no shipped original model for decoy.dataset=mnist"):
+        original_checkpoint(decoy_bench_config({"decoy": {"dataset": "mnist"}}))
+
+
+def _fashion_mnist_root() -> str | None:
+    from cft.data.decoy import DEFAULT_ROOTS
+
+    for root in DEFAULT_ROOTS:
+        try:
+            find_idx(root, "fashion-mnist", "test")
+            return root
+        except CftError:
+            continue
+    return None
+
+
+@pytest.mark.skipif(
+    _fashion_mnist_root() is None, reason="no Fashion-MNIST idx files (apt-get install dataset-fashion-mnist)"
+)
+def test_the_shipped_model_meets_the_premise_on_the_real_test_file():
+    """The premise the README reports, on the first 2,000 test images: the garments known, the square leaned on."""
+    from cft.demo.decoy import decoy_bench_config, original_checkpoint, predict
+    from cft.models import load_checkpoint
+
+    cfg = decoy_bench_config()
+    model = load_checkpoint(cfg.model.create(10, 28), original_checkpoint(cfg))
+    source = DecoySource(DecoyConfig(root=_fashion_mnist_root()))
+    top1 = {}
+    for split in ("test-id", "test-ood", "test-neutral"):
+        p = source.split(split, 2000)
+        top1[split] = (predict(model, torch.from_numpy(p.rgb())) == p.labels).mean()
+    assert top1["test-id"] >= 0.9 and top1["test-ood"] <= 0.5 and top1["test-neutral"] >= 0.8, top1

@@ -75,3 +75,10 @@ def test_one_loader_reads_files_and_names_alike(tmp_path):
     path = Path(tmp_path / "r.yaml")
     path.write_text(packaged_recipes()["world-pretrain"].read_text())
     assert load_config_data(path, ["train.epochs=3"]) == load_config_data("world-pretrain", ["train.epochs=3"])
+
+
+def test_the_packaged_decoy_benchmark_config_is_the_default():
+    """decoy/benchmark.yaml lists every field at its default: loading it gives exactly decoy_bench_config()."""
+    from cft.demo.decoy import decoy_bench_config
+
+    assert decoy_bench_config(load_config_data("decoy/benchmark")) == decoy_bench_config()

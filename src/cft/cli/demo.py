@@ -18,6 +18,13 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
             "OUT/results.json, OUT/report.md and OUT/figures/."
         ),
     )
+    demo.add_argument(
+        "--data",
+        choices=("world", "decoy"),
+        default="world",
+        help="world: the synthetic world (default); decoy: real images, Decoy-FashionMNIST (cft.demo.decoy; "
+        "its config is decoy/benchmark: --set decoy.root=DIR, --set phase=val, ...)",
+    )
     demo.add_argument("--quick", action="store_true", help="one seed, fewer epochs and test images (for tests)")
     demo.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default demo_out)")
     demo.add_argument(
@@ -46,6 +53,8 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from cft.demo import BASELINES, demo_config, run_demo
 
     data = load_config_data(args.config, args.set)
+    if args.data == "decoy":
+        return run_decoy_command(args, data)
     if args.all_baselines:
         data = merge(data, {"baselines": list(BASELINES)})
     cfg = demo_config(data, quick=args.quick)
@@ -62,4 +71,28 @@ def run_demo_command(args: argparse.Namespace) -> int:
     print(
         f"wrote {Path(args.out) / 'results.json'}, {Path(args.out) / 'report.md'} ({results['timings']['total']:.0f} s)"
     )
+    return 0
+
+
+def run_decoy_command(args: argparse.Namespace, data: dict) -> int:
+    """`cft demo --data decoy`: the decoy benchmark; prints each variant's top-1 on the id / ood / neutral splits."""
+    from cft.config import merge
+    from cft.demo.decoy import BASELINE_VARIANTS, decoy_bench_config, run_decoy_benchmark
+
+    if args.from_scratch:
+        from cft.errors import CftError
+
+        raise CftError(
+            "--from-scratch is for the world; make a decoy model with "
+            "`cft finetune --config decoy/fashion-mnist-pretrain --out DIR` and --set checkpoint=DIR/last.safetensors"
+        )
+    if args.all_baselines:
+        data = merge({"variants": BASELINE_VARIANTS}, data)
+    cfg = decoy_bench_config(data, quick=args.quick)
+    results = run_decoy_benchmark(cfg, args.out, progress=not args.no_progress)
+    splits = results["splits"]
+    print(f"{'variant':22s} " + " ".join(f"{s:>13s}" for s in splits))
+    for variant, m in results["metrics"].items():
+        print(f"{variant:22s} " + " ".join(f"{m[s]['top1']:>13.4f}" for s in splits))
+    print(f"wrote {Path(args.out) / 'results.json'}, {Path(args.out) / 'report.md'} ({results['seconds']:.0f} s)")
     return 0

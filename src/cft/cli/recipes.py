@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cft.errors import CftError
 
-KINDS = ("finetune", "run", "demo")
+KINDS = ("finetune", "run", "demo", "decoy-demo")
 FINETUNE_SECTIONS = {"model", "data", "objective", "train"}
 
 
@@ -37,9 +37,11 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
 
 
 def recipe_kind(data: dict) -> str:
-    """finetune (model/data/objective/train sections), run (has masks) or demo."""
+    """finetune (model/data/objective/train sections), run (has masks), decoy-demo (has decoy) or demo."""
     if set(data) <= FINETUNE_SECTIONS:
         return "finetune"
+    if "decoy" in data:
+        return "decoy-demo"
     return "run" if "masks" in data else "demo"
 
 
@@ -93,6 +95,10 @@ def validate_recipe(args: argparse.Namespace) -> int:
         from cft.pipeline import load_run_recipe
 
         load_run_recipe(args.recipe, args.set)
+    elif kind == "decoy-demo":
+        from cft.demo.decoy import decoy_bench_config
+
+        decoy_bench_config(data)
     else:
         from cft.demo import demo_config
 

@@ -20,9 +20,9 @@ def _save(img: Image.Image, path: Path) -> None:
         img.save(tmp, format="PNG")
 
 
-def _tile(a: np.ndarray) -> Image.Image:
+def _tile(a: np.ndarray, scale: int = SCALE) -> Image.Image:
     img = Image.fromarray(a)
-    return img.resize((img.width * SCALE, img.height * SCALE), Image.NEAREST)
+    return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
 
 
 FIGURE_VARIANTS = ("original", "cft", "object-masks", "no-guidance")
@@ -38,22 +38,38 @@ def class_grid(world, tests, models, concepts, out: Path) -> Path:
 
     variants = [v for v in FIGURE_VARIANTS if v in models]
     maps = {v: relevance_maps(models[v], x) for v in variants}
-    size = x.shape[-1]
-    cell = size * SCALE
-    titles = ("image", "concepts", "cue", *variants)
-    canvas = Image.new("RGB", (len(titles) * (cell + 4) + 90, len(idx) * (cell + 4) + 18), "white")
+    masks = {"concepts": t["concept_masks"][idx], "cue": t["cue_masks"][idx]}
+    rows = [world.classes[t["labels"][i]] for i in idx]
+    return relevance_grid(x.permute(0, 2, 3, 1).numpy(), rows, masks, maps, out / "figures" / "relevance_grid.png")
+
+
+def relevance_grid(
+    images: np.ndarray,
+    rows: list[str],
+    masks: dict[str, np.ndarray],
+    maps: dict[str, np.ndarray],
+    path: Path,
+    scale: int = SCALE,
+) -> Path:
+    """A figure: one row per image (labelled `rows`), columns image | each mask | each model's relevance map.
+    images (N, H, W, 3) uint8; masks and maps (N, H, W), maps in [0, 1]."""
+    cell = images.shape[1] * scale
+    titles = ("image", *masks, *maps)
+    canvas = Image.new("RGB", (len(titles) * (cell + 4) + 90, len(rows) * (cell + 4) + 18), "white")
     draw = ImageDraw.Draw(canvas)
     for j, title in enumerate(titles):
         draw.text((90 + j * (cell + 4), 2), title, fill="black")
     white = np.array([255, 255, 255])
-    for r, i in enumerate(idx):
+    for r, row in enumerate(rows):
         y = 18 + r * (cell + 4)
-        draw.text((2, y + cell // 2 - 5), world.classes[t["labels"][i]], fill="black")
-        masks = [(t[k][i][..., None] * white).astype(np.uint8) for k in ("concept_masks", "cue_masks")]
-        panels = [x[r].permute(1, 2, 0).numpy(), *masks, *(colormap(maps[v][r]) for v in variants)]
+        draw.text((2, y + cell // 2 - 5), row, fill="black")
+        panels = [
+            images[r],
+            *((m[r][..., None] * white).astype(np.uint8) for m in masks.values()),
+            *(colormap(m[r]) for m in maps.values()),
+        ]
         for j, p in enumerate(panels):
-            canvas.paste(_tile(p), (90 + j * (cell + 4), y))
-    path = out / "figures" / "relevance_grid.png"
+            canvas.paste(_tile(p, scale), (90 + j * (cell + 4), y))
     _save(canvas, path)
     return path
 
