@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -102,3 +103,48 @@ def test_trainable_patterns_freeze_the_rest_and_a_step_moves_only_them():
     with pytest.raises(CftError, match="'head.nothing' match.* no parameter"):
         trainable_parameters(model, ["head.nothing"])
     assert len(trainable_parameters(tiny_model(), None)) == len(list(tiny_model().parameters()))
+
+
+def test_anchor_images_add_the_kl_on_them_to_the_loss():
+    model = tiny_model()
+    objective = build_objective(ObjectiveConfig(name="cft", cls_target="original", anchor_weight=2.0))
+    objective.bind_reference(tiny_model())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    b = batch()
+    b["anchor"] = torch.randn(12, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    out = objective(model, b)
+    expected = kl_by_hand(model(b["anchor"]).detach(), objective.reference(b["anchor"]).detach(), 1.0)
+    assert out.terms["anchor"].item() == pytest.approx(expected, rel=1e-5)
+    without = objective(model, batch()).terms
+    assert "anchor" not in without
+    assert out.terms["loss"].item() == pytest.approx(without["loss"].item() + 2.0 * expected, rel=1e-5)
+
+
+def test_anchor_images_ride_with_the_few_shot_items(tmp_path):
+    from cft.train.recipe import DATA_SOURCES, recipe_from_dict
+    from tests.test_decoy import make_tree, tiny_recipe
+
+    tree = make_tree(tmp_path / "fmnist")
+    recipe = tiny_recipe(tree, cls_target="original")
+    recipe["data"]["anchor_images"] = 30
+    source = DATA_SOURCES["decoy"](recipe_from_dict(recipe), True, tmp_path)
+    item = source.train[0]
+    assert item["anchor"].shape == (3, 3, 28, 28)  # 30 anchors over 10 few-shot images
+    chosen = set(source.selection.indices)
+    assert source.collate([source.train[i] for i in range(4)])["anchor"].shape == (12, 3, 28, 28)
+    pool_images = DecoySourceImages(tree)
+    anchors = source.train.anchors.reshape(-1, 3, 28, 28)[:, 0]
+    for a in anchors:  # each anchor is a pool image that was not chosen for the few-shot set
+        matches = set(np.flatnonzero((pool_images == a.numpy()).all(axis=(1, 2))).tolist())
+        assert matches - chosen
+    recipe["objective"]["cls_target"] = "self"
+    with pytest.raises(CftError, match="data.anchor_images=30: anchor images are for data.source=decoy"):
+        recipe_from_dict(recipe)
+
+
+def DecoySourceImages(tree):  # noqa: N802
+    from cft.data.decoy import DecoyConfig, DecoySource
+
+    return DecoySource(DecoyConfig(root=str(tree), n_val=20)).split("train", 100).images

@@ -61,6 +61,7 @@ class ObjectiveConfig:
     relevance_target: str | None = None  # predicted | label; null: label for robustvit, predicted for cft
     input_grad_weight: float | None = None  # rrr/gradmask penalty weight; null: 1000 for rrr, 4 for gradmask
     rrda_original_weight: float = 1.0  # rrda: weight of the CE on the unaltered images (0: composites only)
+    anchor_weight: float = 1.0  # cls_target original with data.anchor_images: weight of the KL on the anchors
 
 
 ObjectiveBuilder = Callable[[ObjectiveConfig], Objective]
@@ -92,7 +93,7 @@ def _check_config(cfg: ObjectiveConfig) -> None:
     if cfg.relevance_target not in (None, "predicted", "label"):
         raise CftError(f"objective.relevance_target must be 'predicted', 'label' or null, got {cfg.relevance_target!r}")
     weights = ("align_weight", "cls_weight", "concept_weight", "non_concept_weight", "input_grad_weight")
-    for name in (*weights, "rrda_original_weight"):
+    for name in (*weights, "rrda_original_weight", "anchor_weight"):
         value = getattr(cfg, name)
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise CftError(f"objective.{name} must be a finite number >= 0, got {value}")

@@ -35,6 +35,7 @@ class Anchored:
 
     cls_target: str = "self"
     reference: nn.Module | None = None
+    anchor_weight: float = 1.0
 
     @property
     def wants_reference(self) -> bool:
@@ -44,17 +45,28 @@ class Anchored:
         """Keep a frozen copy of `model` (the starting weights) as the anchor."""
         self.reference = copy.deepcopy(model).eval().requires_grad_(False)
 
+    def _reference_logits(self, images: torch.Tensor) -> torch.Tensor:
+        if self.reference is None:
+            raise CftError("objective.cls_target=original needs the original model: call bind_reference first")
+        self.reference.to(images.device)
+        with torch.no_grad():
+            return self.reference(images)
+
+    def add_anchor(self, model: nn.Module, batch: dict[str, torch.Tensor], terms: dict[str, torch.Tensor]) -> None:
+        """With unlabelled anchor images in the batch (data.anchor_images): terms["anchor"] = KL(original ||
+        model) on them, added to the loss times anchor_weight."""
+        if "anchor" not in batch or self.cls_target != "original":
+            return
+        anchors = batch["anchor"]
+        terms["anchor"] = consistency(model(anchors), self.temperature, reference=self._reference_logits(anchors))
+        terms["loss"] = terms["loss"] + self.anchor_weight * terms["anchor"]
+
     def targets(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
         """The keyword arguments of `consistency` for this batch: labels, or the reference's logits, or neither."""
         if self.cls_target == "label":
             return {"labels": batch["label"]}
         if self.cls_target == "original":
-            if self.reference is None:
-                raise CftError("objective.cls_target=original needs the original model: call bind_reference first")
-            images = batch["image"]
-            self.reference.to(images.device)
-            with torch.no_grad():
-                return {"reference": self.reference(images)}
+            return {"reference": self._reference_logits(batch["image"])}
         return {}
 
 
@@ -64,12 +76,15 @@ class ConsistencyOnly(Anchored):
 
     temperature: float = 1.0
     cls_target: str = "self"
+    anchor_weight: float = 1.0
     needs_mask = False
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         logits = model(batch["image"])
         cls = consistency(logits, self.temperature, **self.targets(batch))
-        return StepOutput({"cls": cls, "loss": cls}, logits)
+        terms = {"cls": cls, "loss": cls}
+        self.add_anchor(model, batch, terms)
+        return StepOutput(terms, logits)
 
 
 @dataclass
@@ -85,7 +100,12 @@ class RelevanceGuided(Anchored):
     cls_target: str = "self"
     mask_resolution: str = "image"
     relevance_target: str = "predicted"
+    anchor_weight: float = 1.0
     needs_mask = True
+
+    @property
+    def temperature(self) -> float:
+        return self.loss.temperature
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         images = batch["image"]
@@ -97,6 +117,7 @@ class RelevanceGuided(Anchored):
         else:
             maps = F.interpolate(maps[:, None], size=mask.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         terms = self.loss(maps, mask, logits, **self.targets(batch))
+        self.add_anchor(model, batch, terms)
         return StepOutput(terms, logits)
 
 
@@ -107,7 +128,7 @@ def _erm(cfg: ObjectiveConfig) -> Objective:
 
 @register_objective("no-guidance")
 def _no_guidance(cfg: ObjectiveConfig) -> Objective:
-    return ConsistencyOnly(cfg.temperature, cfg.cls_target)
+    return ConsistencyOnly(cfg.temperature, cfg.cls_target, anchor_weight=cfg.anchor_weight)
 
 
 def _relevance_guided(cfg: ObjectiveConfig, robustvit: bool) -> Objective:
@@ -120,7 +141,9 @@ def _relevance_guided(cfg: ObjectiveConfig, robustvit: bool) -> Objective:
         cfg.non_concept_weight,
     )
     target = cfg.relevance_target or ("label" if robustvit else "predicted")
-    return RelevanceGuided(loss, cfg.method, cfg.create_graph, cfg.cls_target, cfg.mask_resolution, target)
+    return RelevanceGuided(
+        loss, cfg.method, cfg.create_graph, cfg.cls_target, cfg.mask_resolution, target, cfg.anchor_weight
+    )
 
 
 @register_objective("cft")

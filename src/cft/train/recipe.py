@@ -76,6 +76,9 @@ class DataSection:
     # to OUT/concepts/) or parts (each class's part names minus exclude_parts)
     concepts: WorldConceptConfig = field(default_factory=WorldConceptConfig)
     flip: bool = True  # mirror each training image (and its mask) with probability 0.5
+    # decoy with few_shot and objective.cls_target original: this many other pool images, unlabelled, ride with the
+    # few-shot images (split evenly among them) and the KL to the original model is also taken on them
+    anchor_images: int = 0
     # folder / waterbirds sources (cft.train.folder_data):
     root: str | None = None  # folder: root/<class folder>/<images>; waterbirds / grouped: folder with metadata.csv
     val_root: str | None = None  # folder: validation images in the same layout (null: no validation)
@@ -143,6 +146,17 @@ def check_recipe(recipe: FinetuneRecipe) -> None:
             raise CftError(f"data.few_shot.class_fraction must be in (0, 1], got {d.few_shot.class_fraction}")
     check_train_config(recipe.train)
     objective = build_objective(recipe.objective)  # checks objective.*
+    if d.anchor_images:
+        if (
+            d.anchor_images < 0
+            or d.source != "decoy"
+            or d.few_shot is None
+            or recipe.objective.cls_target != "original"
+        ):
+            raise CftError(
+                f"data.anchor_images={d.anchor_images}: anchor images are for data.source=decoy with few_shot and "
+                "objective.cls_target=original (the KL to the original model is taken on them); set it to 0 otherwise"
+            )
     if objective.needs_mask and d.masks == "none":
         raise CftError(
             f"objective {recipe.objective.name!r} is guided by masks but data.masks is 'none'; "
@@ -348,9 +362,9 @@ def _decoy_source(recipe: FinetuneRecipe, needs_mask: bool, out: Path) -> Source
     model = build_model(recipe, len(classes), 28)
     with_masks = needs_mask and d.masks != "none"
 
-    def dataset(planted) -> ArrayDataset:
+    def dataset(planted, anchors: torch.Tensor | None = None) -> ArrayDataset:
         masks = torch.from_numpy(planted.foreground.astype(np.float32)) if with_masks else None
-        return ArrayDataset(torch.from_numpy(planted.rgb()), torch.from_numpy(planted.labels), masks)
+        return ArrayDataset(torch.from_numpy(planted.rgb()), torch.from_numpy(planted.labels), masks, anchors)
 
     selection = None
     if d.few_shot is None and d.train_split == "train" and not with_masks:
@@ -364,11 +378,28 @@ def _decoy_source(recipe: FinetuneRecipe, needs_mask: bool, out: Path) -> Source
                 )
             except CftError as err:
                 raise CftError(f"data.few_shot: {err} (data.n_train={d.n_train} is the pool)") from None
-            pool = pool.take(np.asarray(selection.indices))
-        train = dataset(pool)
+            chosen = np.asarray(selection.indices)
+            anchors = _anchor_images(pool, chosen, d.anchor_images, d.few_shot.seed)
+            pool = pool.take(chosen)
+            train = dataset(pool, anchors)
+        else:
+            train = dataset(pool)
     val = None if d.val_split is None else dataset(source.split(d.val_split, d.n_val))
     where = {"dataset": d.decoy.dataset, "split": d.train_split, "pool": d.n_train}
     return SourceData(classes, model, train, val, selection, make_collate(flip=d.flip), make_collate(flip=False), where)
+
+
+def _anchor_images(pool, chosen: np.ndarray, count: int, seed: int) -> torch.Tensor | None:
+    """`count` pool images other than the chosen ones (seeded), as (len(chosen), count // len(chosen), 3, H, W)."""
+    if count <= 0:
+        return None
+    per_item = max(count // len(chosen), 1)
+    others = np.setdiff1d(np.arange(len(pool)), chosen)
+    if len(others) < per_item * len(chosen):
+        raise CftError(f"data.anchor_images={count}: the pool has only {len(others)} other images")
+    picked = np.random.default_rng([seed, 1]).choice(others, per_item * len(chosen), replace=False)
+    images = torch.from_numpy(pool.take(picked).rgb())
+    return images.reshape(len(chosen), per_item, *images.shape[1:])
 
 
 def _disk_source(recipe: FinetuneRecipe, needs_mask: bool, out: Path) -> SourceData:

@@ -56,10 +56,17 @@ def relevance_maps(model: nn.Module, images: torch.Tensor) -> np.ndarray:
 
 
 class ArrayDataset(Dataset):
-    """Images (N, 3, H, W) uint8, labels and optional guidance masks (N, H, W) held in memory."""
+    """Images (N, 3, H, W) uint8, labels and optional guidance masks (N, H, W) held in memory; optional anchors
+    (N, k, 3, H, W) uint8: unlabelled images that ride with each item (the anchored consistency term reads them)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None = None) -> None:
-        self.images, self.labels, self.masks = images, labels, masks
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        masks: torch.Tensor | None = None,
+        anchors: torch.Tensor | None = None,
+    ) -> None:
+        self.images, self.labels, self.masks, self.anchors = images, labels, masks, anchors
 
     @classmethod
     def from_split(cls, split: Any, masks: np.ndarray | None = None) -> ArrayDataset:
@@ -83,6 +90,8 @@ class ArrayDataset(Dataset):
         item = {"image": self.images[i], "label": self.labels[i]}
         if self.masks is not None:
             item["mask"] = self.masks[i]
+        if self.anchors is not None:
+            item["anchor"] = self.anchors[i]
         return item
 
 
@@ -118,6 +127,8 @@ def make_collate(flip: bool):
         }
         if "mask" in items[0]:
             batch["mask"] = torch.stack([x["mask"] for x in items])
+        if "anchor" in items[0]:  # (B * k, 3, H, W): every item's unlabelled anchors, never flipped
+            batch["anchor"] = normalize(torch.cat([x["anchor"] for x in items]))
         if flip:
             mirrored = torch.rand(len(items)) < 0.5
             batch["image"][mirrored] = batch["image"][mirrored].flip(-1)
