@@ -290,3 +290,14 @@ def test_the_shipped_model_meets_the_premise_on_the_real_test_file():
         p = source.split(split, 2000)
         top1[split] = (predict(model, torch.from_numpy(p.rgb())) == p.labels).mean()
     assert top1["test-id"] >= 0.9 and top1["test-ood"] <= 0.5 and top1["test-neutral"] >= 0.8, top1
+
+
+def test_a_partial_finetune_section_keeps_the_base_protocol():
+    """`finetune: {train: {optim: {lr: ...}}}` (and --quick) change those fields only, not the pool or the schedule."""
+    from cft.demo.decoy import decoy_bench_config, variant_recipe
+
+    for cfg in (decoy_bench_config({"finetune": {"train": {"optim": {"lr": 1e-4}}}}), decoy_bench_config(quick=True)):
+        recipe = variant_recipe(cfg, "cft", 0, Path("x"), check=False)
+        assert recipe.data.n_train == 50_000 and recipe.train.select_by == "last"
+        assert recipe.train.optim.lr_decay == 0.85 and recipe.data.few_shot.per_class == 3
+    assert variant_recipe(cfg, "no-guidance", 0, Path("x"), check=False).train.epochs == 10  # quick's
