@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from cft.data.decoy import DECOY_DATASETS, NEUTRAL, DecoyConfig, DecoySource, DecoyStream, find_idx, plant, read_idx
 from cft.errors import CftError
@@ -211,13 +212,17 @@ def test_benchmark_runs_and_pairs_seeds(tree, tmp_path):
             "phase": "val",
             "n_relevance": 8,
             "finetune": {"data": {"n_train": 100}, "train": {"epochs": 2, "progress": False}},
-            "variants": {"cft-anchored": {"objective": {"name": "cft", "cls_target": "original"}}},
+            "variants": {"cft-anchored": {"data": {"anchor_images": 20}}},  # the tiny pool holds 90 others
             "epoch_trace": 1,
         }
     )
     results = run_decoy_benchmark(cfg, tmp_path / "bench", progress=False, log=lambda *_: None)
     m = results["metrics"]
-    assert set(m) == {"original", "cft", "no-guidance", "cft-anchored"}
+    assert set(m) == {"original", "cft", "no-guidance", "cft-paper-lr", "cft-anchored"}
+    (run,) = (tmp_path / "bench" / "runs" / "seed0").glob("cft-anchored-*")
+    anchored = yaml.safe_load((run / "config.yaml").read_text())
+    assert anchored["data"]["anchor_images"] == 20  # merged over the default variant
+    assert anchored["objective"]["cls_target"] == "original" and anchored["objective"]["anchor_weight"] == 5.0
     assert set(m["cft"]) == {"val", "val-ood", "val-neutral"}
     o = m["original"]["val-ood"]
     assert 0 <= o["follow_decoy"] <= 1 and 0 <= o["relevance_share_decoy"] <= 1
@@ -239,6 +244,7 @@ def test_cli_demo_decoy(tree, tmp_path, capsys):
     model = {"depth": 1, "embed_dim": 16, "num_heads": 2, "patch_size": 4}
     ckpt = save_checkpoint(WorldModelConfig(**model).create(10, 28), tmp_path / "orig.safetensors")
     sets = [f"decoy.root={tree}", "decoy.n_val=20", f"checkpoint={ckpt}", "finetune.data.n_train=100"]
+    sets += ["variants.cft-anchored.data.anchor_images=20"]
     sets += [f"model.{k}={v}" for k, v in model.items()]
     args = ["demo", "--data", "decoy", "--quick", "--no-progress", "--out", str(tmp_path / "out")]
     assert main([*args, *(f"--set={s}" for s in sets)]) == 0

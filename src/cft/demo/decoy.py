@@ -39,10 +39,10 @@ PRETRAIN_RECIPES = {"fashion-mnist": "decoy/fashion-mnist-pretrain"}
 PHASES = {"val": ("val", "val-ood", "val-neutral"), "test": ("test-id", "test-ood", "test-neutral")}
 ID, OOD, NEUTRAL_SPLIT = 0, 1, 2
 
-# The variants every run compares; `variants` in the config adds or replaces entries. A variant is a partial
-# `cft finetune` recipe merged over the base (`finetune`, whose learning rate was chosen on val): its objective, and
-# whatever else it changes. cft-paper-lr is the paper's loss at the world demo's protocol rate (1e-4), which
-# collapses the in-distribution accuracy of this model (scripts/decoy/, docs/decoy.md); cft-anchored is the fix.
+# The variants every run compares; `variants` in the config adds entries or changes fields of these. A variant is a
+# partial `cft finetune` recipe merged over the base (`finetune`, whose learning rate was chosen on val): its
+# objective, and whatever else it changes. cft-paper-lr is the paper's loss at the world demo's protocol rate
+# (1e-4), which collapses the in-distribution accuracy of this model (docs/decoy.md); cft-anchored is the fix.
 DEFAULT_VARIANTS: dict[str, dict[str, Any]] = {
     "cft": {"objective": {"name": "cft"}},
     "no-guidance": {"objective": {"name": "no-guidance"}},
@@ -86,7 +86,7 @@ class DecoyBenchConfig:
     checkpoint: str | None = None  # the original model; null: the one shipped for decoy.dataset
     model: WorldModelConfig = field(default_factory=lambda: WorldModelConfig(patch_size=4))
     finetune: dict[str, Any] = field(default_factory=_base_finetune)  # the base recipe of every variant
-    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # added to / replacing DEFAULT_VARIANTS
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # new variants, or changes to DEFAULT_VARIANTS
     only: list[str] | None = None  # run just these variants (null: all)
     phase: str = "test"  # test | val (choose settings on val only)
     n_eval: int | None = None  # images per evaluation split (null: all 10,000)
@@ -123,9 +123,9 @@ def variant_names(cfg: DecoyBenchConfig) -> list[str]:
 
 def variant_recipe(cfg: DecoyBenchConfig, name: str, seed: int, checkpoint: Path, check: bool = True):
     """The `cft finetune` recipe of variant `name` for `seed` (the few-shot split and the data order)."""
-    spec = cfg.variants.get(name, DEFAULT_VARIANTS.get(name))
-    if spec is None:
+    if name not in cfg.variants and name not in DEFAULT_VARIANTS:
         raise CftError(f"unknown decoy benchmark variant {name!r}")
+    spec = merge(DEFAULT_VARIANTS.get(name, {}), cfg.variants.get(name, {}))  # a default's fields can be changed
     base = merge(
         cfg.finetune,
         {
