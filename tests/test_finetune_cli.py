@@ -97,7 +97,7 @@ def test_resume_and_rerun(config, tmp_path, capsys):
         (["train.epochs=two"], ["train.epochs must be int"]),
         (["train.optim.lr=fast"], ["train.optim.lr must be a number"]),
         (["data.few_shot.per_class=many"], ["data.few_shot.per_class"]),
-        (["data.source=imagenet"], ["data.source", "world, folder, waterbirds"]),
+        (["data.source=imagenet"], ["data.source", "world, decoy, folder, waterbirds"]),
         (["objective.name=cft", "data.masks=none"], ["data.masks", "cft"]),
         (["data.masks=everything"], ["data.masks must be one of"]),
         (["data.world.bias=2.0"], ["data.world", "bias"]),
