@@ -129,11 +129,10 @@ def check_recipe(recipe: FinetuneRecipe) -> None:
         raise CftError(f"data.source must be one of {', '.join(SOURCES)}, got {d.source!r}")
     from cft.world import SPLITS
 
-    if d.source == "decoy":
-        SPLITS = DECOY_SPLITS  # noqa: N806
+    splits = DECOY_SPLITS if d.source == "decoy" else SPLITS
     for name, split in (("train_split", d.train_split), ("val_split", d.val_split)):
-        if split is not None and split not in SPLITS:
-            raise CftError(f"data.{name} must be one of {', '.join(SPLITS)}, got {split!r}")
+        if split is not None and split not in splits:
+            raise CftError(f"data.{name} must be one of {', '.join(splits)}, got {split!r}")
     for name in ("n_train", "n_val"):
         if getattr(d, name) < 1:
             raise CftError(f"data.{name} must be >= 1, got {getattr(d, name)}")
