@@ -307,3 +307,16 @@ def test_a_partial_finetune_section_keeps_the_base_protocol():
         assert recipe.data.n_train == 50_000 and recipe.train.select_by == "last"
         assert recipe.train.optim.lr_decay == 0.85 and recipe.data.few_shot.per_class == 3
     assert variant_recipe(cfg, "no-guidance", 0, Path("x"), check=False).train.epochs == 10  # quick's
+
+
+def test_files_are_read_once_and_reread_when_they_change(tree):
+    from cft.data.decoy import load_part
+
+    first = load_part(tree, "fashion-mnist", "train")
+    assert load_part(tree, "fashion-mnist", "train")[0] is first[0]  # every variant of a run shares one read
+    images, labels = fake_garments(30, 9)
+    raw = tree / "FashionMNIST" / "raw"
+    write_idx(raw / "train-images-idx3-ubyte", images)
+    write_idx(raw / "train-labels-idx1-ubyte", labels)
+    again = load_part(tree, "fashion-mnist", "train")
+    assert len(again[1]) == 30 and not again[1].flags.writeable

@@ -24,6 +24,7 @@ four idx files in ROOT itself, plain or gzipped (Debian's `dataset-fashion-mnist
 
 from __future__ import annotations
 
+import functools
 import gzip
 import zlib
 from dataclasses import dataclass
@@ -159,15 +160,25 @@ def _download(dataset: str, root: str) -> None:
 
 
 def load_part(root: str | Path, dataset: str, part: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, 28, 28) uint8 and labels (N,) int64 of `part`, checked against each other."""
+    """Images (N, 28, 28) uint8 and labels (N,) int64 of `part`, checked against each other. Read once per process
+    and file state: every variant of a benchmark run reads the same files (read-only arrays; planting copies)."""
     images_path, labels_path = find_idx(root, dataset, part)
+    stats = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in (images_path, labels_path))
+    return _load_checked(stats, dataset)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_checked(stats: tuple[tuple[str, int, int], ...], dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    (images_path, _, _), (labels_path, _, _) = stats
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise CftError(f"{images_path} {images.shape} and {labels_path} {labels.shape} are not N images with N labels")
     classes = len(DECOY_DATASETS[dataset][1])
     if labels.size and labels.max() >= classes:
         raise CftError(f"{labels_path} has label {int(labels.max())}; {dataset} has {classes} classes")
-    return images, labels.astype(np.int64)
+    labels = labels.astype(np.int64)
+    labels.setflags(write=False)
+    return images, labels
 
 
 # ---- planting the decoy ----------------------------------------------------------------------------------
@@ -240,6 +251,7 @@ def plant(
 ) -> DecoyImages:
     """The decoy version of `images` for `split` (a name of DECOY_SPLITS), deterministic in (cfg.seed, split,
     epoch): the train mixture is drawn anew each epoch, the evaluation splits always read epoch 0."""
+    labels = np.array(labels)  # its own writable copy (the loaded labels are shared and read-only)
     n = len(labels)
     rng = np.random.default_rng([cfg.seed, _stream_id(split), epoch])
     corners = rng.integers(0, 4, n)
