@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import pytest
 
-from cft.config import load_config, parse_overrides, save_config
+from cft.config import from_dict, load_config, parse_overrides, save_config
 from cft.errors import CftError
 
 
@@ -72,3 +73,41 @@ def test_bad_files(tmp_path):
 
 def test_parse_overrides_nests():
     assert parse_overrides(["a.b.c=1", "a.d=x", "e=null"]) == {"a": {"b": {"c": 1}, "d": "x"}, "e": None}
+
+
+def test_floats_are_finite_and_bounded_fields_are_checked():
+    """The one loader: .nan / .inf refused for every float field; `bounded` fields checked item by item."""
+    from cft.config import bounded
+
+    @dataclass
+    class Section:
+        plain: float = 1.0
+        positive: float = bounded(1.0, gt=0)
+        weights: list[float] = bounded([1.0, 2.0], ge=0)
+        maybe: float | None = bounded(None, ge=0, le=1)
+        nested: dict = field(default_factory=dict)
+
+    assert from_dict(Section, {"positive": 2, "weights": [0, 3], "maybe": 1}).weights == [0.0, 3.0]
+    for data, needle in [
+        ({"plain": float("nan")}, "sec.plain must be a finite number, got nan"),
+        ({"plain": float("-inf")}, "sec.plain must be a finite number"),
+        ({"positive": 0}, "sec.positive must be a finite number > 0, got 0"),
+        ({"weights": [1, -1]}, "sec.weights[1] must be a finite number >= 0, got -1"),
+        ({"maybe": 1.5}, "sec.maybe must be a finite number >= 0 and <= 1"),
+    ]:
+        with pytest.raises(CftError, match=re.escape(needle)):
+            from_dict(Section, data, "sec")
+    assert Section().weights is not Section().weights  # a list default is copied per instance
+
+
+def test_yaml_alias_bombs_are_refused_but_aliases_are_read():
+    from cft.config import MAX_YAML_NODES, load_yaml
+
+    assert load_yaml("a: &x [1, 2]\nb: *x\n", "t") == {"a": [1, 2], "b": [1, 2]}
+    levels = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 7)
+    )  # 10^7 leaves
+    with pytest.raises(CftError, match=f"t: its aliases expand to more than {MAX_YAML_NODES:,}"):
+        load_yaml(levels, "t")
+    with pytest.raises(CftError, match="t is not valid YAML"):
+        load_yaml("a: [1,", "t")

@@ -10,6 +10,7 @@ import cft
 from cft.cli import main
 from cft.config import load_config_data, packaged_recipes, read_yaml, resolve_config
 from cft.demo import demo_config
+from cft.errors import CftError
 
 EXPECTED = {"demo", "world-pretrain", "world-cft", "imagenet/vit-b16", "imagenet/deit3-b16", "imagenet/dinov2-b14"}
 
@@ -68,7 +69,7 @@ def test_validate_names_the_bad_field(tmp_path, capsys):
 def test_the_packaged_demo_config_is_the_default():
     """demo.yaml lists every field at its default: loading it gives exactly demo_config()."""
     assert demo_config(load_config_data("demo")) == demo_config()
-    assert set(read_yaml(packaged_recipes()["demo"])) == set(demo_config().__dataclass_fields__)
+    assert set(read_yaml(packaged_recipes()["demo"])) == {"kind", *demo_config().__dataclass_fields__}
 
 
 def test_one_loader_reads_files_and_names_alike(tmp_path):
@@ -82,3 +83,15 @@ def test_the_packaged_decoy_benchmark_config_is_the_default():
     from cft.demo.decoy import decoy_bench_config
 
     assert decoy_bench_config(load_config_data("decoy/benchmark")) == decoy_bench_config()
+
+
+def test_every_packaged_recipe_declares_its_kind():
+    """The kind is the file's own `kind:` line (never guessed from keys), and a command refuses another kind."""
+    from cft.config import RECIPE_KINDS
+
+    kinds = {name: read_yaml(path).get("kind") for name, path in packaged_recipes().items()}
+    assert all(kind in RECIPE_KINDS for kind in kinds.values()), kinds
+    assert kinds["demo"] == "demo" and kinds["world-cft"] == "finetune" and kinds["imagenet/vit-b16"] == "run"
+    assert kinds["decoy/benchmark"] == "decoy-demo"
+    with pytest.raises(CftError, match="is a run recipe, not a finetune one; run it with `cft run`"):
+        load_config_data("imagenet/vit-b16", kind="finetune")

@@ -6,7 +6,9 @@ output so a run can be repeated exactly.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -25,6 +27,45 @@ T = TypeVar("T")
 _YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
 
+MAX_YAML_NODES = 1_000_000  # a YAML document's size with every alias expanded: refuses "billion laughs" files
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """The one YAML reader (safe tags only): aliases are counted as what they expand to, so a document that
+    would grow past MAX_YAML_NODES (an alias bomb) is refused before it is built. A syntax error is a
+    CftError naming `where`."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {})
+        if size > MAX_YAML_NODES:
+            raise CftError(
+                f"{where}: its aliases expand to more than {MAX_YAML_NODES:,} YAML nodes; refusing to read it"
+            )
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        raise CftError(f"{where} is not valid YAML: {err}") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Nodes in the document once every alias is expanded (a shared node counts at each use)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = MAX_YAML_NODES + 1  # a node that contains itself expands without end
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = min(size, MAX_YAML_NODES + 1)
+    return memo[id(node)]
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
     """Build dataclass `cls` from a plain dict; reject unknown keys and values of the wrong type."""
     data = {} if data is None else data
@@ -36,6 +77,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
         raise CftError(f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)
     values = {name: _coerce(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    for name, value in values.items():
+        bounds = fields[name].metadata.get("range")
+        if bounds is not None:
+            bounds.check(f"{where}.{name}", value)
     try:
         return cls(**values)
     except FieldError as err:
@@ -81,17 +126,75 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             raise CftError(f"{where} must be a mapping, got {value!r}")
         return dict(value)
     if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
         if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value.strip()):  # PyYAML reads 1e-4 as a string
-            return float(value)
-        raise CftError(f"{where} must be a number, got {value!r}")
+            value = float(value)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise CftError(f"{where} must be a number, got {value!r}")
+        if not math.isfinite(value):  # .nan / .inf: every float field of every config is finite
+            raise CftError(f"{where} must be a finite number, got {value!r}")
+        return float(value)
     if hint in (int, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
         raise CftError(f"{where} must be {hint.__name__}, got {value!r}")
     if typing.get_origin(hint) is typing.Literal:
         if value not in typing.get_args(hint):
             raise CftError(f"{where} must be one of {list(typing.get_args(hint))}, got {value!r}")
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Bounds of a number (None: unbounded on that side); `check` applies them to a number or to each item of a
+    list of numbers."""
+
+    gt: float | None = None
+    ge: float | None = None
+    le: float | None = None
+
+    def describe(self) -> str:
+        bounds = ((">", self.gt), (">=", self.ge), ("<=", self.le))
+        parts = [f"{op} {bound:g}" for op, bound in bounds if bound is not None]
+        return "a finite number " + " and ".join(parts)
+
+    def check(self, where: str, value: Any) -> None:
+        if isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                self.check(f"{where}[{i}]", item)
+            return
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+            return
+        ok = (
+            math.isfinite(value)
+            and (self.gt is None or value > self.gt)
+            and (self.ge is None or value >= self.ge)
+            and (self.le is None or value <= self.le)
+        )
+        if not ok:
+            raise CftError(f"{where} must be {self.describe()}, got {value!r}")
+
+
+def bounded(default: Any = dataclasses.MISSING, *, gt: float | None = None, ge: float | None = None,
+            le: float | None = None) -> Any:  # fmt: skip
+    """A dataclass field whose value `from_dict` checks against the bounds (a list: each item); a mutable default
+    (a list) is copied per instance."""
+    meta = {"range": Range(gt, ge, le)}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def number_arg(*, gt: float | None = None, ge: float | None = None, le: float | None = None) -> Any:
+    """An argparse `type` for a number flag with these bounds (finite always): a bad value is a usage error."""
+    bounds = Range(gt, ge, le)
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+            bounds.check("value", value)
+        except (ValueError, CftError):
+            raise argparse.ArgumentTypeError(f"expected {bounds.describe()}, got {text!r}") from None
+        return value
+
+    return parse
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -116,10 +219,7 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise CftError(f"override {item!r} must look like key.sub=value")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as err:
-            raise CftError(f"override {item!r}: value is not valid YAML ({err})") from None
+        value = load_yaml(raw, f"override {item!r}: its value") if raw.strip() else ""
         *parents, leaf = key.strip().split(".")
         node = nested
         for part in parents:
@@ -138,10 +238,7 @@ def parse_model_args(items: Sequence[str]) -> dict[str, object]:
         key = key.strip()
         if not sep or not key.isidentifier():
             raise CftError(f"--model-arg expects KEY=VALUE with KEY a Python name, got {item!r}")
-        try:
-            kwargs[key] = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            raise CftError(f"--model-arg {key}: cannot read {value!r} as a YAML value ({err})") from None
+        kwargs[key] = load_yaml(value, f"--model-arg {key}: {value!r}")
         count = kwargs[key]
         if key in ("num_classes", "num_labels") and (
             isinstance(count, bool) or not isinstance(count, int) or count < 1
@@ -165,10 +262,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CftError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise CftError(f"config file {path} is not valid YAML: {err}") from None
+    data = load_yaml(path.read_text(), f"config file {path}") or {}
     if not isinstance(data, dict):
         raise CftError(f"config file {path} must hold a mapping at the top level")
     return data
@@ -197,13 +291,42 @@ def resolve_config(source: str | Path) -> Path:
     )
 
 
+# what a recipe is for, declared by its top-level `kind:` line -> the command that runs it
+RECIPE_KINDS = {
+    "finetune": "cft finetune --config",
+    "run": "cft run",
+    "demo": "cft demo --config",
+    "decoy-demo": "cft demo --data decoy --config",
+}
+
+
+def declared_kind(data: dict[str, Any], where: str) -> str | None:
+    """Pop and check a recipe's `kind:` (None when it declares none)."""
+    kind = data.pop("kind", None)
+    if kind is not None and kind not in RECIPE_KINDS:
+        raise CftError(f"{where}: kind must be one of {', '.join(RECIPE_KINDS)}, got {kind!r}")
+    return kind
+
+
 def load_config_data(
-    source: str | Path | None, overrides: Sequence[str] = (), base: dict[str, Any] | None = None
+    source: str | Path | None,
+    overrides: Sequence[str] = (),
+    base: dict[str, Any] | None = None,
+    kind: str | None = None,
 ) -> dict[str, Any]:
     """The one way every config is read: `base` < the YAML file or packaged recipe `source` < `--set` overrides.
-    The typed checks are the caller's (`from_dict` into its dataclass)."""
-    data = merge(base or {}, read_yaml(resolve_config(source)) if source is not None else {})
-    return merge(data, parse_overrides(list(overrides)))
+    A file that declares another `kind:` than the caller's is refused with the command that runs it. The typed
+    checks are the caller's (`from_dict` into its dataclass)."""
+    file_data: dict[str, Any] = {}
+    if source is not None:
+        path = resolve_config(source)
+        file_data = read_yaml(path)
+        declared = declared_kind(file_data, f"config file {path}")
+        if kind is not None and declared is not None and declared != kind:
+            raise CftError(
+                f"config file {path} is a {declared} recipe, not a {kind} one; run it with `{RECIPE_KINDS[declared]}`"
+            )
+    return merge(merge(base or {}, file_data), parse_overrides(list(overrides)))
 
 
 def load_config(
@@ -217,6 +340,8 @@ def load_config(
     return from_dict(cls, data, where=str(path) if path else "config")
 
 
-def save_config(obj: Any, path: str | Path) -> Path:
-    """Write the resolved config as YAML, atomically."""
-    return write_bytes_atomic(path, yaml.safe_dump(to_dict(obj), sort_keys=False).encode())
+def save_config(obj: Any, path: str | Path, kind: str | None = None) -> Path:
+    """Write the resolved config as YAML, atomically; `kind` (a RECIPE_KINDS name) heads it, so the file can be
+    given back to the command that runs it."""
+    data = ({"kind": kind} if kind else {}) | to_dict(obj)
+    return write_bytes_atomic(path, yaml.safe_dump(data, sort_keys=False).encode())

@@ -6,10 +6,10 @@ import argparse
 import shutil
 from pathlib import Path
 
+from cft.config import RECIPE_KINDS
 from cft.errors import CftError
 
-KINDS = ("finetune", "run", "demo", "decoy-demo")
-FINETUNE_SECTIONS = {"model", "data", "objective", "train"}
+KINDS = tuple(RECIPE_KINDS)
 
 
 def add_parser(subcommands: argparse._SubParsersAction) -> None:
@@ -31,18 +31,25 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     cp.set_defaults(run=copy_recipe)
     check = verbs.add_parser("validate", help="read and check a recipe (a name or a file) without running it")
     check.add_argument("recipe", metavar="RECIPE", help="a packaged recipe name or a YAML file")
-    check.add_argument("--kind", choices=KINDS, help="what the recipe is for (default: told by its sections)")
+    check.add_argument("--kind", choices=KINDS, help="what the recipe is for (default: its `kind:` line)")
     check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
     check.set_defaults(run=validate_recipe)
 
 
-def recipe_kind(data: dict) -> str:
-    """finetune (model/data/objective/train sections), run (has masks), decoy-demo (has decoy) or demo."""
-    if set(data) <= FINETUNE_SECTIONS:
-        return "finetune"
-    if "decoy" in data:
-        return "decoy-demo"
-    return "run" if "masks" in data else "demo"
+def recipe_kind(path: Path, given: str | None = None) -> str:
+    """The kind a recipe file declares (`kind:`), or `given` (--kind); both must agree. Never guessed."""
+    from cft.config import declared_kind, read_yaml
+
+    declared = declared_kind(read_yaml(path), f"recipe {path}")
+    if given is not None and declared is not None and given != declared:
+        raise CftError(f"recipe {path} declares kind {declared}, not --kind {given}")
+    kind = given or declared
+    if kind is None:
+        raise CftError(
+            f"recipe {path} declares no kind: add a top-level line `kind: finetune` (or {', '.join(KINDS[1:])}), "
+            "or pass --kind"
+        )
+    return kind
 
 
 def _summary(path: Path) -> str:
@@ -52,12 +59,12 @@ def _summary(path: Path) -> str:
 
 def list_recipes(args: argparse.Namespace) -> int:
     """Print each packaged recipe: name, kind, what it is."""
-    from cft.config import packaged_recipes, read_yaml
+    from cft.config import packaged_recipes
 
     recipes = packaged_recipes()
     width = max(len(name) for name in recipes)
     for name, path in recipes.items():
-        print(f"{name:{width}s}  {recipe_kind(read_yaml(path)):8s}  {_summary(path)}")
+        print(f"{name:{width}s}  {recipe_kind(path):10s}  {_summary(path)}")
     return 0
 
 
@@ -83,10 +90,10 @@ def copy_recipe(args: argparse.Namespace) -> int:
 
 def validate_recipe(args: argparse.Namespace) -> int:
     """Load the recipe as its kind's loader does (every field and cross-field check), then say it is valid."""
-    from cft.config import load_config_data
+    from cft.config import load_config_data, resolve_config
 
-    data = load_config_data(args.recipe, args.set)
-    kind = args.kind or recipe_kind(data)
+    kind = recipe_kind(resolve_config(args.recipe), args.kind)
+    data = load_config_data(args.recipe, args.set, kind=kind)
     if kind == "finetune":
         from cft.train.recipe import recipe_from_dict
 

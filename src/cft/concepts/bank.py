@@ -190,12 +190,9 @@ def read_hand_bank(path: str | Path) -> ConceptBank:
         except json.JSONDecodeError as e:
             raise CftError(f"concept bank {path}: not valid JSON ({e})") from None
     else:
-        import yaml
+        from cft.config import load_yaml
 
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise CftError(f"concept bank {path}: not valid YAML ({e})") from None
+        data = load_yaml(text, f"concept bank {path}")
     if not isinstance(data, dict) or not data:
         raise CftError(f"concept bank {path}: expected a mapping {{class: [concept, ...]}} with at least one class")
     if isinstance(data.get("concepts"), dict) and all(isinstance(v, list) for v in data["concepts"].values()):

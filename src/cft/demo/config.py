@@ -10,10 +10,11 @@ from cft.config import from_dict, merge
 from cft.errors import CftError
 from cft.train import ObjectiveConfig, build_objective
 from cft.train.trainer import OptimConfig, check_optim
-from cft.world import SyntheticWorld, WorldConfig
+from cft.world import SyntheticWorld
 from cft.world.training import (
     WorldModelConfig,
 )
+from cft.world.world import world_config
 
 VARIANTS = ("original", "cft", "object-masks", "no-guidance")
 
@@ -137,10 +138,7 @@ def demo_config(overrides: dict[str, Any] | None = None, quick: bool = False) ->
 
 
 def make_world(cfg: DemoConfig) -> SyntheticWorld:
-    try:
-        return SyntheticWorld(WorldConfig(**cfg.world))
-    except TypeError as err:
-        raise CftError(f"demo config world: {err}") from None
+    return SyntheticWorld(world_config(cfg.world, "demo config world"))
 
 
 # ---- fine-tuning and evaluation --------------------------------------------------------------------------

@@ -15,12 +15,13 @@ from cft.demo.config import DemoConfig, make_world
 from cft.errors import CftError
 from cft.models import load_checkpoint, save_checkpoint
 from cft.train import ObjectiveConfig, OptimConfig, TrainConfig, Trainer, build_objective
-from cft.world import SyntheticWorld, WorldConfig
+from cft.world import SyntheticWorld
 from cft.world.training import (
     ArrayDataset,
     WorldStream,
     make_collate,
 )
+from cft.world.world import world_config
 
 SHIPPED_MODELS = "world_vit*.safetensors"  # in cft/assets: each records the model_key it was made with
 
@@ -58,10 +59,7 @@ def pretrain(cfg: DemoConfig, out: Path, progress: bool = True) -> Path:
     model = cfg.model.create(classes, base.image_size)
     path = out / "original.safetensors"
     for k, stage in enumerate(cfg.pretrain.stages):
-        try:
-            world = SyntheticWorld(WorldConfig(**{**cfg.world, **stage.world}))
-        except TypeError as err:
-            raise CftError(f"demo config pretrain.stages[{k}].world: {err}") from None
+        world = SyntheticWorld(world_config({**cfg.world, **stage.world}, f"demo config pretrain.stages[{k}].world"))
         per_epoch = max(stage.images // stage.epochs, 1)
         train = WorldStream(world, "train", per_epoch, offset=(k + 1) * PRETRAIN_OFFSET)
         val = ArrayDataset.from_split(world.split("val", cfg.pretrain.n_val))

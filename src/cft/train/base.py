@@ -15,6 +15,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from cft.config import bounded
 from cft.errors import CftError
 from cft.losses import ALIGNMENT_FORMS
 from cft.registry import Registry
@@ -51,17 +52,17 @@ class ObjectiveConfig:
     form: str = "paper"  # paper | bce | robustvit (the alignment term of cft; robustvit always uses its own)
     method: str = "grad-rollout"
     create_graph: bool | None = None  # relevance: null = the method's default; rrr/gradmask: null or true only
-    align_weight: float = 0.8
-    cls_weight: float = 0.2
-    temperature: float = 1.0
-    concept_weight: float | None = None  # form robustvit: the foreground weight (null: 0.3)
-    non_concept_weight: float | None = None  # form robustvit: the background weight (null: 2.0)
+    align_weight: float = bounded(0.8, ge=0)
+    cls_weight: float = bounded(0.2, ge=0)
+    temperature: float = bounded(1.0, gt=0)
+    concept_weight: float | None = bounded(None, ge=0)  # form robustvit: the foreground weight (null: 0.3)
+    non_concept_weight: float | None = bounded(None, ge=0)  # form robustvit: the background weight (null: 2.0)
     cls_target: str = "self"  # self (own argmax) | label (ground truth) | original (KL to the starting model)
     mask_resolution: str = "image"  # image (upsample relevance) | patch (pool the mask to the grid)
     relevance_target: str | None = None  # predicted | label; null: label for robustvit, predicted for cft
-    input_grad_weight: float | None = None  # rrr/gradmask penalty weight; null: 1000 for rrr, 4 for gradmask
-    rrda_original_weight: float = 1.0  # rrda: weight of the CE on the unaltered images (0: composites only)
-    anchor_weight: float = 1.0  # cls_target original with data.anchor_images: weight of the KL on the anchors
+    input_grad_weight: float | None = bounded(None, ge=0)  # rrr/gradmask penalty; null: 1000 for rrr, 4 for gradmask
+    rrda_original_weight: float = bounded(1.0, ge=0)  # rrda: the CE on unaltered images (0: composites only)
+    anchor_weight: float = bounded(1.0, ge=0)  # cls_target original + data.anchor_images: the KL's weight
 
 
 ObjectiveBuilder = Callable[[ObjectiveConfig], Objective]

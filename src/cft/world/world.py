@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cft.errors import CftError
+from cft.errors import CftError, FieldError
 from cft.io import atomic_path
 from cft.world.backgrounds import TEXTURES, BackgroundBank
 from cft.world.marks import MARK_COLOURS, MARK_FRAME, mark_colour, place_mark
@@ -107,8 +107,16 @@ class WorldConfig:
         return json.dumps(dataclasses.asdict(self) | {"split_sizes": dict(self.split_sizes)})
 
 
+def world_config(fields: Mapping[str, Any], where: str = "world") -> WorldConfig:
+    """A WorldConfig from plain (YAML) data through the one config loader: unknown keys, types and non-finite
+    numbers are errors that name the field as `where.<field>`."""
+    from cft.config import from_dict
+
+    return from_dict(WorldConfig, dict(fields), where)
+
+
 def _fail(name: str, message: str, value: Any) -> None:
-    raise CftError(f"WorldConfig.{name} {message}, got {value!r}")
+    raise FieldError(name, f"{message}, got {value!r}")  # from_dict names it where the config sits
 
 
 def _check_config(c: WorldConfig) -> None:
