@@ -27,7 +27,7 @@ from cft.concepts.llm import Sampling
 from cft.concepts.validate import ValidationConfig
 from cft.config import from_dict, load_config_data, save_config, to_dict
 from cft.errors import CftError
-from cft.io import write_bytes_atomic, write_json_atomic
+from cft.io import exclusive_folder, write_bytes_atomic, write_json_atomic
 
 
 @dataclass
@@ -71,7 +71,7 @@ class RunRecipe:
 
 
 def load_run_recipe(path: str | Path, overrides: list[str] = ()) -> RunRecipe:
-    data = load_config_data(path, overrides)
+    data = load_config_data(path, overrides, kind="run")
     recipe = from_dict(RunRecipe, data, where="run recipe")
     if not recipe.seeds:
         raise CftError("run recipe: seeds must list at least one class-subset seed")
@@ -152,16 +152,15 @@ def concept_stage(recipe: RunRecipe, out: Path, class_names: list[str], segmente
 
 def mask_stage(recipe: RunRecipe, bank_path: Path, segmenter, items, folder: Path, log) -> None:
     from cft.concepts.bank import ConceptBank
-    from cft.grounding.build import build_masks
-    from cft.grounding.store import MaskStore
+    from cft.grounding.build import build_masks, open_store
 
     if not items:
         return
     m = recipe.masks
-    store = MaskStore(folder)
-    store.describe({"segmenter": segmenter.identity(), "mode": m.guidance, "object_masks": m.object_masks})
+    bank = ConceptBank.load(bank_path)
+    store, _ = open_store(folder, bank, segmenter, m.guidance, m.object_masks)
     result = build_masks(
-        items, ConceptBank.load(bank_path), segmenter, store, mode=m.guidance, object_masks=m.object_masks,
+        items, bank, segmenter, store, mode=m.guidance, object_masks=m.object_masks,
         batch_size=m.batch_size, progress=True,
     )  # fmt: skip
     log(f"masks {folder.name}: {result.made} made, {result.skipped} already done")
@@ -216,14 +215,18 @@ def evaluate_stage(recipe: RunRecipe, seed: int, run: Path, out: Path, num_class
 
 # ---- the run -------------------------------------------------------------------------------------------------
 def run_pipeline(recipe: RunRecipe, out: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every stage for every seed (cached), then aggregate; returns the aggregated results."""
+    """Run every stage for every seed (cached), then aggregate; returns the aggregated results. The run folder
+    is locked while this runs."""
+    with exclusive_folder(out, "--out"):
+        return _run_pipeline(recipe, Path(out), log)
+
+
+def _run_pipeline(recipe: RunRecipe, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     from cft.evaluate.scoring import aggregate, markdown_table
     from cft.grounding.registry import build_segmenter
     from cft.train.folder_data import choose_images
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(recipe, out / "recipe.yaml")
+    save_config(recipe, out / "recipe.yaml", kind="run")
     segmenter = build_segmenter(recipe.masks.segmenter, **recipe.masks.options)
     data = finetune_recipe(recipe, recipe.seeds[0], out).data
     everything = choose_images(dataclasses.replace(data, few_shot=None))

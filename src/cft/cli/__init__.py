@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -30,13 +33,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = masks.route_masks_show(list(sys.argv[1:] if argv is None else argv))
     try:
         args = parser.parse_args(argv)
-        return int(args.run(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.run(args) or 0)
     except SystemExit as stop:  # argparse: --help, --version and usage errors
         code = stop.code
         return code if isinstance(code, int) else (0 if code is None else 2)
     except CftError as err:
         print(f"cft: error: {user_message(err)}", file=sys.stderr)
         return 2
+    except OSError as err:  # a fault of the machine, met while reading or writing: what, where and why
+        print(f"cft: error: {os_error_message(err)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             "cft: interrupted: finished work is kept (saved epochs and training state, mask entries, cached LLM "
@@ -44,6 +51,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def os_error_message(err: OSError) -> str:
+    """`path: reason` for an OS error (a read-only folder, a full disk, a name too long), with what is kept."""
+    where = " -> ".join(str(name) for name in (err.filename, err.filename2) if name is not None)
+    reason = err.strerror or str(err)
+    hint = {
+        errno.ENOSPC: "; free some space and rerun the same command: finished work is kept",
+        errno.EDQUOT: "; free some space and rerun the same command: finished work is kept",
+        errno.EROFS: "; choose a writable --out",
+        errno.EACCES: "; check the permissions or choose another --out",
+        errno.ENAMETOOLONG: "; choose a shorter path",
+    }.get(err.errno or 0, "")
+    return f"{where}: {reason}{hint}" if where else f"{reason}{hint}"
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler's kill, `timeout`) ends the run like Ctrl-C: one line, the finished work kept."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def user_message(err: CftError) -> str:

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cft.config import number_arg
 from cft.errors import CftError
+from cft.io import check_output_file
 
 if TYPE_CHECKING:
     from cft.concepts.bank import ConceptBank
@@ -77,25 +79,25 @@ def _llm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="openai: the variable holding the API key")
     p.add_argument("--bank", metavar="FILE", help="bank: the hand-written bank (JSON or YAML)")
     p.add_argument("--samples", type=int, default=2, help="answers per prompt (default 2)")
-    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--temperature", type=number_arg(ge=0), default=0.7)
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--timeout", type=float, default=60.0, help="openai: seconds per request")
+    p.add_argument("--timeout", type=number_arg(gt=0), default=60.0, help="openai: seconds per request")
     p.add_argument("--concurrency", type=int, default=4, help="prompts in flight at once")
     p.add_argument("--cache", metavar="DIR", help="response cache (default: OUT's folder/llm-cache)")
 
 
 def _filter_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=30)
-    p.add_argument("--class-similarity", type=float, default=0.85)
-    p.add_argument("--duplicate-similarity", type=float, default=0.9)
+    p.add_argument("--class-similarity", type=number_arg(ge=-1, le=1), default=0.85)
+    p.add_argument("--duplicate-similarity", type=number_arg(ge=-1, le=1), default=0.9)
     p.add_argument("--text-model", default="all-MiniLM-L6-v2", help="sentence-transformers model or folder")
 
 
 def _validate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images-per-class", type=int, default=30)
-    p.add_argument("--min-occurrence", type=float, default=0.15)
-    p.add_argument("--min-coverage", type=float, default=0.20)
+    p.add_argument("--min-occurrence", type=number_arg(ge=0, le=1), default=0.15)
+    p.add_argument("--min-coverage", type=number_arg(ge=0, le=1), default=0.20)
 
 
 def _proposed_bank(args: argparse.Namespace) -> tuple[ConceptBank, list[str]]:
@@ -140,6 +142,7 @@ def _save_bank(bank: ConceptBank, out: str, stats: dict[str, Any] | None = None)
 
 def run_concepts_propose(args: argparse.Namespace) -> int:
     """`cft concepts propose`: each class's concepts from an LLM or a bank file."""
+    check_output_file(args.out)
     bank, _ = _proposed_bank(args)
     _save_bank(bank, args.out)
     return 0
@@ -147,6 +150,7 @@ def run_concepts_propose(args: argparse.Namespace) -> int:
 
 def run_concepts_filter(args: argparse.Namespace) -> int:
     """`cft concepts filter`: drop long, class-like and near-duplicate concepts."""
+    check_output_file(args.out)
     from cft.concepts.bank import ConceptBank
     from cft.concepts.stage import filter_stage
     from cft.data.classes import resolve_classes
@@ -159,6 +163,7 @@ def run_concepts_filter(args: argparse.Namespace) -> int:
 
 def run_concepts_validate(args: argparse.Namespace) -> int:
     """`cft concepts validate`: keep the concepts the segmenter finds, in the world or on --images."""
+    check_output_file(args.out)
     from cft.concepts.bank import ConceptBank
     from cft.concepts.stage import validate_in_world, validate_on_images
 
@@ -185,6 +190,7 @@ def run_concepts_validate(args: argparse.Namespace) -> int:
 
 def run_concepts_all(args: argparse.Namespace) -> int:
     """`cft concepts run`: propose, filter and (for world classes) validate."""
+    check_output_file(args.out)
     from cft.concepts.stage import filter_stage, validate_in_world
     from cft.world import SyntheticWorld
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cft.io import exclusive_folder
+
 
 def add_parser(subcommands: argparse._SubParsersAction) -> None:
     """Register `cft demo`."""
@@ -52,13 +54,14 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from cft.config import load_config_data, merge
     from cft.demo import BASELINES, demo_config, run_demo
 
-    data = load_config_data(args.config, args.set)
+    data = load_config_data(args.config, args.set, kind="decoy-demo" if args.data == "decoy" else "demo")
     if args.data == "decoy":
         return run_decoy_command(args, data)
     if args.all_baselines:
         data = merge(data, {"baselines": list(BASELINES)})
     cfg = demo_config(data, quick=args.quick)
-    results = run_demo(cfg, args.out, from_scratch=args.from_scratch, progress=not args.no_progress)
+    with exclusive_folder(args.out):
+        results = run_demo(cfg, args.out, from_scratch=args.from_scratch, progress=not args.no_progress)
     m = results["metrics"]
     print(f"{'variant':14s} {'test-id':>8s} {'test-ood':>9s} {'test-flipped':>13s}")
     for variant, splits in m.items():
@@ -89,7 +92,8 @@ def run_decoy_command(args: argparse.Namespace, data: dict) -> int:
     if args.all_baselines:
         data = merge({"variants": BASELINE_VARIANTS}, data)
     cfg = decoy_bench_config(data, quick=args.quick)
-    results = run_decoy_benchmark(cfg, args.out, progress=not args.no_progress)
+    with exclusive_folder(args.out):
+        results = run_decoy_benchmark(cfg, args.out, progress=not args.no_progress)
     splits = results["splits"]
     print(f"{'variant':22s} " + " ".join(f"{s:>13s}" for s in splits))
     for variant, m in results["metrics"].items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cft.config import parse_model_args
+from cft.config import Range, parse_model_args
 from cft.errors import CftError
 
 
@@ -58,6 +58,7 @@ def _floats(value: str | None, flag: str) -> tuple[float, ...] | None:
         raise CftError(f"{flag} expects comma-separated numbers like 0.5,0.5,0.5, got {value!r}") from None
     if len(out) != 3:
         raise CftError(f"{flag} expects 3 numbers (R,G,B), got {len(out)}")
+    Range(gt=0 if flag == "--std" else None).check(flag, out)
     return out
 
 

@@ -256,7 +256,7 @@ def run_decoy_benchmark(cfg: DecoyBenchConfig, out: str | Path, progress: bool =
     """Fine-tune every variant on each seed's few images, evaluate, write OUT/results.json and OUT/report.md."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    save_config(cfg, out / "config.yaml", kind="decoy-demo")
     start = time.perf_counter()
     source = DecoySource(cfg.decoy)
     classes = list(source.classes)

@@ -229,7 +229,7 @@ def run_demo(
     """Run the demo; write results.json, report.md and figures under `out`; return the results."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    save_config(cfg, out / "config.yaml", kind="demo")
     timings: dict[str, float] = {}
     start = time.perf_counter()
     torch.manual_seed(0)

@@ -6,6 +6,7 @@ result = run_finetune(recipe, "runs/cft")   # OUT/config.yaml, split.json, metri
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import typing
 from collections.abc import Callable, Sequence
@@ -15,14 +16,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 from cft.concepts.world import WorldConceptConfig, world_concepts
-from cft.config import from_dict, load_config_data, save_config, to_dict
+from cft.config import bounded, from_dict, load_config_data, load_yaml, save_config, to_dict
 from cft.data.decoy import DECOY_SPLITS, DecoyConfig, check_decoy_config
+from cft.distributed import Distributed
 from cft.errors import CftError
-from cft.io import write_json_atomic
+from cft.io import exclusive_folder, write_json_atomic
 from cft.registry import Registry
 from cft.train.base import ObjectiveConfig, build_objective
 from cft.train.trainer import FitResult, TrainConfig, Trainer, check_run_dir, check_train_config
@@ -88,7 +89,7 @@ class DataSection:
     image_size: int = 224  # training crop
     resize: int = 256  # images and masks are resized to resize x resize first
     mean: list[float] | None = None  # normalisation; null: the model's pretrained config (the paper: 0.5)
-    std: list[float] | None = None
+    std: list[float] | None = bounded(None, gt=0)
 
 
 @dataclass
@@ -119,7 +120,7 @@ def recipe_from_dict(data: dict[str, Any] | None) -> FinetuneRecipe:
 
 def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> FinetuneRecipe:
     """The recipe file or packaged recipe (if any) with `key.sub=value` overrides on top."""
-    return recipe_from_dict(load_config_data(path, overrides))
+    return recipe_from_dict(load_config_data(path, overrides, kind="finetune"))
 
 
 def check_recipe(recipe: FinetuneRecipe) -> None:
@@ -190,19 +191,10 @@ def _check_disk_data(d: DataSection) -> None:
 
 
 def make_world(recipe: FinetuneRecipe):
-    from cft.world import SyntheticWorld, WorldConfig
+    from cft.world import SyntheticWorld
+    from cft.world.world import world_config
 
-    world = dict(recipe.data.world)
-    known = [f.name for f in dataclasses.fields(WorldConfig)]
-    unknown = sorted(set(world) - set(known))
-    if unknown:
-        raise CftError(f"unknown key(s) {', '.join(unknown)} in data.world; known: {', '.join(known)}")
-    if isinstance(world.get("scale_range"), list):
-        world["scale_range"] = tuple(world["scale_range"])
-    try:
-        return SyntheticWorld(WorldConfig(**world))
-    except (CftError, TypeError, ValueError) as err:
-        raise CftError(f"data.world: {err}") from None
+    return SyntheticWorld(world_config(recipe.data.world, "data.world"))
 
 
 def build_model(recipe: FinetuneRecipe, num_classes: int, image_size: int) -> nn.Module:
@@ -219,12 +211,26 @@ def build_model(recipe: FinetuneRecipe, num_classes: int, image_size: int) -> nn
             model = load_model(m.name, pretrained=m.pretrained, **kwargs)
         except CftError as err:
             raise CftError(f"model.name: {err}") from None
+    _check_patch_grid(model, image_size)
     if m.checkpoint is not None:
         try:
             load_checkpoint(model, m.checkpoint)
         except CftError as err:
             raise CftError(f"model.checkpoint: {err} (do the model fields match the checkpoint's model?)") from None
     return model
+
+
+def _check_patch_grid(model: nn.Module, image_size: int) -> None:
+    """A ViT's patches must tile the image: otherwise the last pixels are cut off and the relevance map, upsampled
+    to the image, is stretched against the masks it is compared with."""
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    sizes = tuple(patch) if isinstance(patch, list | tuple) else (patch,)
+    if all(isinstance(p, int) and p > 0 for p in sizes) and any(image_size % p for p in sizes):
+        raise CftError(
+            f"the image size {image_size} is not a multiple of the model's patch size {sizes[0]}: the patch grid "
+            "would not cover the image and its relevance maps would be stretched; choose a multiple "
+            "(data.image_size, or data.world.image_size)"
+        )
 
 
 # ---- data ------------------------------------------------------------------------------------------------
@@ -308,10 +314,8 @@ def _check_resume(recipe: FinetuneRecipe, path: Path) -> None:
     """A resumed run must train on the same data with the same model and objective as the run it continues."""
     if not path.is_file():
         return
-    try:
-        saved = _flat(yaml.safe_load(path.read_text()) or {})
-    except yaml.YAMLError as err:
-        raise CftError(f"cannot read the saved recipe {path}: {err}") from None
+    saved = load_yaml(path.read_text(), f"the saved recipe {path}") or {}
+    saved = _flat({k: v for k, v in saved.items() if k != "kind"} if isinstance(saved, dict) else {})
     now = _flat(to_dict(recipe))
     changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
@@ -434,6 +438,12 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | Path, resume: bool = Fal
     """Train as `recipe` says; write OUT/config.yaml (and split.json) first, then checkpoints and metrics."""
     out = Path(out_dir)
     check_recipe(recipe)
+    first = Distributed.current().rank == 0  # under torchrun rank 0 holds the folder's lock for the job
+    with exclusive_folder(out, "--out") if first else contextlib.nullcontext():
+        return _run_finetune(recipe, out, resume, progress)
+
+
+def _run_finetune(recipe: FinetuneRecipe, out: Path, resume: bool, progress: bool) -> FitResult:
     check_run_dir(out, resume)  # before anything is built or written
     if resume:
         _check_resume(recipe, out / "config.yaml")
@@ -446,7 +456,7 @@ def run_finetune(recipe: FinetuneRecipe, out_dir: str | Path, resume: bool = Fal
     trainer = Trainer(source.model, objective, tcfg, out, source.collate, source.eval_collate)
 
     def write_run_files() -> None:  # after a resumed state has loaded: a failed --resume changes nothing
-        save_config(recipe, out / "config.yaml")
+        save_config(recipe, out / "config.yaml", kind="finetune")
         selection, classes = source.selection, source.classes
         if selection is not None:
             split = {
