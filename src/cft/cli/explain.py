@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from cft.config import parse_model_args
 from cft.errors import CftError
+from cft.io import check_writable, fitting_name
 from cft.relevance import METHODS
 
 if TYPE_CHECKING:
@@ -79,6 +80,20 @@ def _load_model(args: argparse.Namespace, kwargs: dict[str, object]) -> nn.Modul
     return model.eval().requires_grad_(False)
 
 
+def _check_outputs_finite(model: nn.Module, pixels: list, args: argparse.Namespace) -> None:
+    """No map is drawn from a model whose logits are not finite (its prediction and relevance mean nothing)."""
+    import torch
+
+    with torch.no_grad():
+        bad = sum(int(not torch.isfinite(model(p[None])).all()) for p in pixels)
+    if bad:
+        weights = args.checkpoint or ("the pretrained weights" if args.pretrained else "random weights")
+        raise CftError(
+            f"{args.model} ({weights}) gives non-finite logits for {bad} of {len(pixels)} image(s): "
+            "nothing is explained (a diverged or overflowed checkpoint)"
+        )
+
+
 def run_explain(args: argparse.Namespace) -> int:
     """Explain each image and write its panel to OUT/<stem>_<method>.png."""
     from cft.data import load_image, preprocessor
@@ -99,10 +114,11 @@ def run_explain(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     preprocess = preprocessor(model)
-    out_dir = Path(args.out)
+    out_dir = check_writable(args.out)
+    _check_outputs_finite(model, [preprocess(image)[0] for image in images], args)
     for path, image in zip(paths, images, strict=True):
         result = explain(model, image, method=args.method, target=args.target, preprocess=preprocess)
-        out = out_dir / f"{path.stem}_{args.method}.png"
+        out = out_dir / fitting_name(f"{path.stem}_{args.method}", ".png")
         try:
             with atomic_path(out) as tmp:
                 result.panel.save(tmp, format="PNG")

@@ -14,6 +14,7 @@ from cft.distributed import Distributed
 from cft.errors import CftError
 from cft.evaluate.scoring import (
     EvalOptions,
+    NonFiniteOutput,
     aggregate,
     csv_text,
     eval_transform,
@@ -23,7 +24,7 @@ from cft.evaluate.scoring import (
     score,
     segmentation_scores,
 )
-from cft.io import write_bytes_atomic, write_json_atomic
+from cft.io import check_output_file, write_bytes_atomic, write_json_atomic
 
 
 @dataclass
@@ -60,12 +61,25 @@ def read_seen_classes(path: str | Path) -> set[int]:
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-        seen = {int(c) for c in data["seen_classes"]}
+        ids = data["seen_classes"]
     except FileNotFoundError:
         raise CftError(f"class split {path}: no such file") from None
     except (ValueError, KeyError, TypeError) as e:
         raise CftError(f"class split {path}: expected JSON with a 'seen_classes' list of class indices ({e})") from None
-    return seen
+    bad = [c for c in ids if isinstance(c, bool) or not isinstance(c, int) or c < 0] if isinstance(ids, list) else [ids]
+    if bad or not ids:
+        raise CftError(
+            f"class split {path}: seen_classes must be a non-empty list of class indices >= 0, got {bad[:3]}"
+        )
+    return set(ids)
+
+
+def check_split_classes(seen: set[int], num_classes: int | None, path: str | Path) -> None:
+    """Every seen class of the split must be an output of the model."""
+    if num_classes and max(seen) >= num_classes:
+        raise CftError(
+            f"class split {path} names class {max(seen)} but the model has {num_classes} outputs (0..{num_classes - 1})"
+        )
 
 
 def _run_label(checkpoint: str | None, spec: EvalSpec) -> str:
@@ -81,8 +95,13 @@ def evaluate_checkpoints(spec: EvalSpec, out: str | Path, log=print) -> dict[str
     from cft.models import load_model
 
     out = Path(out)
+    first = Distributed.current().rank == 0
+    if first:
+        check_output_file(out)
     benches = {name: load_benchmark(name, root) for name, root in spec.benches.items()}  # fail early on layouts
     seen = read_seen_classes(spec.split) if spec.split else None
+    for checkpoint in spec.checkpoints[1:]:  # every checkpoint is read and checked before the first is scored
+        _check_classes(load_model(spec.model, checkpoint=checkpoint, **spec.model_kwargs), benches)
     runs: dict[str, dict[str, dict[str, Any]]] = {}
     rows: list[dict[str, Any]] = []
     infos = {b.name: b.info for bs in benches.values() for b in bs}
@@ -90,13 +109,24 @@ def evaluate_checkpoints(spec: EvalSpec, out: str | Path, log=print) -> dict[str
         label = _run_label(checkpoint, spec)
         model = load_model(spec.model, pretrained=spec.pretrained, checkpoint=checkpoint, **spec.model_kwargs)
         _check_classes(model, benches)
+        if seen is not None:
+            check_split_classes(seen, getattr(model, "num_classes", None), spec.split)
         transform = eval_transform(model, spec.options)
         runs[label] = {}
         for protocols in benches.values():
             for bench in protocols:
-                runs[label][bench.name] = _evaluate_one(model, bench, spec, transform, seen, rows, label, read_seg_item)
-                if Distributed.current().rank == 0:
-                    log(f"{label}  {bench.name}: " + _brief(runs[label][bench.name]))
+                try:
+                    result = _evaluate_one(model, bench, spec, transform, seen, rows, label, read_seg_item)
+                except NonFiniteOutput as err:
+                    scored = f"; the scores finished before it are in {out}" if any(runs.values()) else ""
+                    raise CftError(
+                        f"{label}: {err}: nothing is scored from non-finite logits (a diverged or overflowed "
+                        f"model, or a zero --std){scored}"
+                    ) from None
+                runs[label][bench.name] = result
+                if first:
+                    log(f"{label}  {bench.name}: " + _brief(result))
+                    _write_partial(out, runs)
     mean, std = aggregate(runs)
     names = imagenet_class_names()
     for row in rows:
@@ -119,6 +149,11 @@ def evaluate_checkpoints(spec: EvalSpec, out: str | Path, log=print) -> dict[str
         write_bytes_atomic(out.with_suffix(".md"), markdown_table(mean, std, len(runs)).encode())
         write_bytes_atomic(out.with_name(out.stem + "_per_class.csv"), csv_text(rows).encode())
     return results
+
+
+def _write_partial(out: Path, runs: Mapping[str, Mapping[str, Any]]) -> None:
+    """The scores finished so far, in OUT itself (marked partial): a later failure loses nothing."""
+    write_json_atomic(out, {"partial": True, "runs": runs})
 
 
 def _evaluate_one(model, bench, spec, transform, seen, rows, label, read_seg_item) -> dict:

@@ -58,7 +58,7 @@ class _Images(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        image = load_image(self.paths[i])
+        image = load_image(self.paths[i], orient=False)  # raw, as the sets' published protocols read them
         if self.border:
             b = self.border
             image = image.crop((b, b, image.width - b, image.height - b))
@@ -90,14 +90,29 @@ def predict_topk(model: nn.Module, bench: Any, opts: EvalOptions, transform=None
 
     dist = Distributed.current()
     mine = list(range(dist.rank, len(bench.samples), dist.world_size))
-    local = _predict(model, bench, mine, opts, transform, k)
+    local, nonfinite = _predict(model, bench, mine, opts, transform, k)
     out = np.zeros((len(bench.samples), k), dtype=np.int64)
-    for indices, rows in dist.gather((mine, local)):
+    bad = 0
+    for indices, rows, count in dist.gather((mine, local, nonfinite)):
         out[indices] = rows
+        bad += count
+    if bad:  # every rank raises alike: the counts were gathered
+        raise NonFiniteOutput(bad, len(bench.samples), bench.name)
     return out
 
 
-def _predict(model: nn.Module, bench: Any, mine: list[int], opts: EvalOptions, transform, k: int) -> np.ndarray:
+class NonFiniteOutput(CftError):
+    """The model's logits held NaN or infinity for some images: their ranking means nothing, so nothing is
+    scored (a diverged checkpoint, an overflow under bf16, a zero --std)."""
+
+    def __init__(self, count: int, total: int, where: str) -> None:
+        super().__init__(f"the model's outputs are not finite for {count} of {total} images of {where}")
+        self.count, self.total, self.where = count, total, where
+
+
+def _predict(
+    model: nn.Module, bench: Any, mine: list[int], opts: EvalOptions, transform, k: int
+) -> tuple[np.ndarray, int]:
     device = opts.resolved_device()
     channels_last = opts.channels_last if opts.channels_last is not None else device.type == "cuda"
     model = model.to(device).eval()
@@ -108,6 +123,7 @@ def _predict(model: nn.Module, bench: Any, mine: list[int], opts: EvalOptions, t
     data = _Images([bench.samples[i].path for i in mine], transform or eval_transform(model, opts), border)
     loader = DataLoader(data, batch_size=opts.batch_size, num_workers=opts.workers, pin_memory=device.type == "cuda")
     out = np.zeros((len(data), k), dtype=np.int64)
+    nonfinite = 0
     bar = _bar(len(data), bench.name, opts.progress)
     with torch.inference_mode(), _autocast(device, opts):
         for images, index in loader:
@@ -115,6 +131,7 @@ def _predict(model: nn.Module, bench: Any, mine: list[int], opts: EvalOptions, t
             if channels_last:
                 images = images.to(memory_format=torch.channels_last)
             logits = model(images).float()
+            nonfinite += int((~torch.isfinite(logits).all(dim=1)).sum())
             if allowed is not None:
                 logits = logits[:, allowed]
             top = logits.topk(min(k, logits.shape[1]), dim=1).indices
@@ -127,7 +144,7 @@ def _predict(model: nn.Module, bench: Any, mine: list[int], opts: EvalOptions, t
                 bar.update(len(index))
     if bar is not None:
         bar.close()
-    return out
+    return out, nonfinite
 
 
 def _bar(total: int, desc: str, enabled: bool):

@@ -88,6 +88,8 @@ def load_model(
         from cft.models.hf import load_hf_model
 
         model = load_hf_model(name.removeprefix("hf:"), pretrained=pretrained, **timm_kwargs)
+        if pretrained:
+            check_finite(model.state_dict(), f"the weights in {name.removeprefix('hf:')}")
         return load_checkpoint(model, checkpoint) if checkpoint is not None else model
     import timm
 
@@ -103,9 +105,24 @@ def load_model(
         raise _creation_error(name, timm_kwargs, pretrained, err) from None
     if not is_timm_convnext(model):
         vit_layout(model)
+    if pretrained:
+        check_finite(model.state_dict(), f"the pretrained weights of {name}")
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model
+
+
+def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN or infinity (a diverged run, an overflowed bf16 save): a model computed from
+    them scores plausible-looking numbers. The message names the first bad tensor and how many there are."""
+    bad = [(k, int((~torch.isfinite(v)).sum())) for k, v in state.items() if v.is_floating_point()]
+    bad = [(k, n) for k, n in bad if n]
+    if bad:
+        name, count = bad[0]
+        raise CftError(
+            f"{source} cannot be used: tensor {name} has {count} NaN/inf of {state[name].numel()} values "
+            f"({len(bad)} non-finite tensor(s)); the run that wrote them diverged or overflowed"
+        )
 
 
 def size_kwargs(name: str, num_classes: int, image_size: int) -> dict[str, Any]:
@@ -144,6 +161,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CftError(f"checkpoint {path} holds no state dict of tensors")
+    check_finite(state, f"checkpoint {path}")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -171,13 +189,13 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write the model's weights as safetensors, atomically."""
-    from safetensors.torch import save_file
+    """Write the model's weights as safetensors, atomically (serialised in memory first, so a full disk is an
+    OSError naming the file and the old file stays as it was)."""
+    from safetensors.torch import save
 
-    from cft.io import atomic_path
+    from cft.io import write_bytes_atomic
 
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+    write_bytes_atomic(path, save(state, metadata=metadata))
     return path

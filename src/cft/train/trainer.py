@@ -14,6 +14,7 @@ would on the whole batch. Rank 0 writes checkpoints, metrics and the resumable s
 from __future__ import annotations
 
 import fnmatch
+import io
 import json
 import math
 import time
@@ -28,8 +29,8 @@ from torch.utils.data import Dataset
 
 from cft.distributed import Distributed, device_for
 from cft.errors import CftError
-from cft.io import atomic_path, remove_orphans
-from cft.models import read_state_dict, save_checkpoint
+from cft.io import atomic_path, remove_orphans, write_bytes_atomic
+from cft.models import check_finite, read_state_dict, save_checkpoint
 from cft.precision import AMP_MODES, autocast
 from cft.progress import progress_bar
 from cft.train.base import Objective
@@ -306,8 +307,9 @@ class Trainer:
             state["epoch_sums_ranks"] = json.dumps(sums)
             if self.dist.world_size > 1:
                 state["rng_ranks"] = rngs
-            with atomic_path(self.run_dir / STATE_FILE) as tmp:
-                torch.save(state, tmp)
+            buffer = io.BytesIO()  # serialised first: a full disk is then an OSError, not torch's "enforce fail",
+            torch.save(state, buffer)  # and the previous state file stays whole
+            write_bytes_atomic(self.run_dir / STATE_FILE, buffer.getvalue())
         self.dist.barrier()  # no rank runs ahead of a state it may have to resume from
 
     def _load_state(self) -> None:
@@ -318,6 +320,8 @@ class Trainer:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001
             raise CftError(f"cannot resume from {path} ({type(err).__name__}: {err})") from None
+        if isinstance(state, dict) and isinstance(state.get("model"), dict):
+            check_finite(state["model"], f"the training state {path}")
         try:
             self.model.load_state_dict({k: v.to(self.device) for k, v in state["model"].items()})
             self.optimizer.load_state_dict(state["optimizer"])
