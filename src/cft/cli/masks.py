@@ -16,8 +16,9 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
         description=(
             "Segment the concepts of each image's class (from a concept bank) with an open-vocabulary segmenter "
             "and write one entry per image to the mask store OUT: compressed concept masks, the guidance mask "
-            "and metadata. Resumable (finished entries are skipped; stale ones, made with another bank or "
-            "threshold, are redone) and sharded under torchrun: torchrun --nproc_per_node N -m cft.cli masks ... "
+            "and metadata. Resumable (finished entries are skipped; those of classes whose concepts changed are "
+            "redone; other segmenter settings need --redo) and sharded under torchrun: "
+            "torchrun --nproc_per_node N -m cft.cli masks ... "
             "`cft masks show --store OUT --images DIR` draws a sheet of entries for a visual check."
         ),
     )
@@ -31,6 +32,12 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     masks.add_argument("--guidance", default="union", choices=["union", "weighted"], help="how concept masks combine")
     masks.add_argument(
         "--object-masks", action="store_true", help="prompt with the class name (object masks, RobustViT ablation)"
+    )
+    masks.add_argument(
+        "--redo",
+        action="store_true",
+        help="remake every entry: needed to change the segmenter, its options, --guidance or --object-masks of an "
+        "existing store (a store has one identity)",
     )
     masks.add_argument("--batch-size", type=int, default=8)
     masks.add_argument(
@@ -79,6 +86,7 @@ def run_masks_command(args: argparse.Namespace) -> int:
         object_masks=args.object_masks,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        redo=args.redo,
     )
     return 0
 
@@ -87,13 +95,15 @@ def run_masks_show(args: argparse.Namespace) -> int:
     """`cft masks show`: draw a sheet of store entries."""
     from cft.grounding.show import masks_sheet
     from cft.grounding.store import MaskStore
-    from cft.io import atomic_path
+    from cft.io import atomic_path, check_output_file
 
+    check_output_file(args.out)
     store = MaskStore(args.store)
     store.description()
     ids = args.image or store.image_ids()[: max(args.n, 1)]
     if not ids:
         raise CftError(f"mask store {args.store} has no entries yet")
+    store.check_identity(ids)
     sheet = masks_sheet(store, args.images, ids)
     out = Path(args.out)
     with atomic_path(out) as tmp:

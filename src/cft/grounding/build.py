@@ -8,6 +8,7 @@ where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from cft.data.images import load_image
 from cft.distributed import Distributed
 from cft.errors import CftError
 from cft.grounding.store import GUIDANCE_MODES, MaskStore, class_key
-from cft.io import write_json_atomic
+from cft.io import exclusive_folder, write_json_atomic
 from cft.progress import progress_bar
 from cft.segmenter import IdentifiedSegmenter as Segmenter
 
@@ -39,6 +40,34 @@ def phrases_for(bank: ConceptBank, label: str, object_masks: bool) -> tuple[list
     if label not in bank.concepts:
         raise CftError(f"the concept bank has no class {label!r}")
     return bank.names(label), bank.weights(label)
+
+
+def _class_key(bank: ConceptBank, label: str, identity: dict[str, Any], mode: str, object_masks: bool) -> str:
+    phrases, weights = phrases_for(bank, label, object_masks)
+    concepts = sorted((p, float(weights.get(p, 1.0))) for p in phrases)
+    return class_key(identity, mode, [*concepts, ("object", float(object_masks))])
+
+
+def open_store(
+    folder: str | Path,
+    bank: ConceptBank,
+    segmenter: Segmenter,
+    mode: str,
+    object_masks: bool,
+    info: dict[str, Any] | None = None,
+    redo: bool = False,
+) -> tuple[MaskStore, dict[str, Any]]:
+    """The store at `folder`, claimed for these settings (other settings over its entries: an error, or with
+    `redo` every entry removed) and described: store.json records the settings and each class's entry key, which
+    every reader checks its entries against. Returns the store and what store.json holds (less its history)."""
+    identity = segmenter.identity()
+    keys = {label: _class_key(bank, label, identity, mode, object_masks) for label in bank.concepts}
+    keys = {label: key for label, key in keys.items() if phrases_for(bank, label, object_masks)[0]}
+    description = {"segmenter": identity, "mode": mode, "object_masks": object_masks, **(info or {})}
+    store = MaskStore(folder)
+    store.claim(description, redo=redo)
+    store.describe({**description, "class_keys": keys})
+    return store, description
 
 
 def _batches(items: Sequence[ImageItem], size: int) -> Iterator[list[ImageItem]]:
@@ -97,8 +126,7 @@ def build_masks(
             without.add(item.label)
             continue
         if item.label not in keys:
-            concepts = sorted((p, float(weights.get(p, 1.0))) for p in phrases)
-            keys[item.label] = class_key(identity, mode, [*concepts, ("object", float(object_masks))])
+            keys[item.label] = _class_key(bank, item.label, identity, mode, object_masks)
         status = store.status(item.image_id, keys[item.label])
         if status == "done":
             skipped += 1
@@ -175,8 +203,10 @@ def run_masks(
     batch_size: int = 8,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    redo: bool = False,
 ) -> BuildResult:
-    """`cft masks`: one process, or one rank of a torchrun job (gloo is enough: only a barrier is needed)."""
+    """`cft masks`: one process, or one rank of a torchrun job (gloo is enough: only a barrier is needed).
+    Rank 0 holds the store's lock; `redo` remakes every entry of a store made with other settings."""
     bank = ConceptBank.load(bank_path)
     only = read_image_list(image_list) if image_list else None
     items = list_images(images, list(bank.concepts), only)
@@ -188,36 +218,37 @@ def run_masks(
         )
     dist = Distributed.current()
     rank, world_size = dist.rank, dist.world_size
-    store = MaskStore(out)
-    info = {
-        "segmenter": segmenter.identity(),
-        "mode": mode,
-        "object_masks": object_masks,
-        "bank": str(bank_path),
-        "images": str(images),
-    }
-    if rank == 0:
-        store.describe(info)
-    result = build_masks(
-        items,
-        bank,
-        segmenter,
-        store,
-        mode=mode,
-        object_masks=object_masks,
-        batch_size=batch_size,
-        rank=rank,
-        world_size=world_size,
-        progress=progress,
-    )
-    dist.barrier()
-    if rank == 0:
-        index = write_index(store, items, info)
-        log(
-            f"{out}: {index['entries']}/{index['images']} images have masks "
-            f"({result.made} made by rank 0 in {result.seconds:.1f} s, {result.skipped} already done, "
-            f"{result.redone} stale or corrupt redone); {len(index['suspect'])} suspect guidance masks"
+    with exclusive_folder(out, "--out") if rank == 0 else contextlib.nullcontext():
+        if rank == 0:
+            store, info = open_store(
+                out, bank, segmenter, mode, object_masks, {"bank": str(bank_path), "images": str(images)}, redo
+            )
+        dist.barrier()  # the store is claimed (or cleared by --redo) before any rank writes an entry
+        if rank != 0:
+            store, info = MaskStore(out), {}
+        result = build_masks(
+            items,
+            bank,
+            segmenter,
+            store,
+            mode=mode,
+            object_masks=object_masks,
+            batch_size=batch_size,
+            rank=rank,
+            world_size=world_size,
+            progress=progress,
         )
-        if result.without_concepts:
-            log(f"note: no concepts in the bank for {', '.join(result.without_concepts)}: their images have no masks")
-    return result
+        dist.barrier()
+        if rank == 0:
+            index = write_index(store, items, info)
+            log(
+                f"{out}: {index['entries']}/{index['images']} images have masks "
+                f"({result.made} made by rank 0 in {result.seconds:.1f} s, {result.skipped} already done, "
+                f"{result.redone} stale or corrupt redone); {len(index['suspect'])} suspect guidance masks"
+            )
+            if result.without_concepts:
+                log(
+                    f"note: no concepts in the bank for {', '.join(result.without_concepts)}: "
+                    "their images have no masks"
+                )
+        return result

@@ -107,9 +107,12 @@ def load_pretrained(loader: Any, model_id: Any, option: str, local_files_only: b
         raise CftError(f"{option} must be a Hugging Face model id or a local folder, got {model_id!r}")
     if _looks_like_path(model_id) and not os.path.isdir(os.path.expanduser(model_id)):
         raise CftError(f"{option}: no folder {model_id!r}; give a folder written by save_pretrained or a model id")
+    folder = os.path.expanduser(model_id)
+    if os.path.isdir(folder):
+        check_weight_files(folder, option)
     try:
-        return loader.from_pretrained(os.path.expanduser(model_id), local_files_only=local_files_only)
-    except (OSError, ValueError) as e:
+        return loader.from_pretrained(folder, local_files_only=local_files_only)
+    except Exception as e:  # noqa: BLE001 - OSError, ValueError, a pickle refused, a truncated file: all one answer
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CftError(
             f"{option}: cannot load {model_id!r} ({first}). Run once online (the Hugging Face hub reachable, "
@@ -118,9 +121,53 @@ def load_pretrained(loader: Any, model_id: Any, option: str, local_files_only: b
         ) from e
 
 
+def check_weight_files(folder: str, option: str) -> None:
+    """A local model folder's weights must be whole safetensors files: a truncated download or a pickled
+    (.bin/.pt) weight file is refused with the folder named, before transformers reads anything."""
+    from safetensors import safe_open
+
+    names = sorted(os.listdir(folder))
+    pickled = [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt")) and "training_args" not in n]
+    if pickled and not any(n.endswith(".safetensors") for n in names):  # transformers prefers safetensors when both
+        raise CftError(
+            f"{option}: {folder} holds pickled weights ({', '.join(pickled[:3])}); cft reads only .safetensors "
+            "(a pickle can run code): convert it with save_pretrained(..., safe_serialization=True)"
+        )
+    for name in (n for n in names if n.endswith(".safetensors")):
+        path = os.path.join(folder, name)
+        try:  # safetensors checks the header and that the data covers the file exactly (a cut download fails)
+            with safe_open(path, framework="pt") as f:
+                f.keys()
+        except Exception as e:  # noqa: BLE001 - a bad header in any form
+            raise CftError(f"{option}: weight file {path} cannot be read ({e}); is the download complete?") from None
+
+
+def check_text_processor(processor: Any, folder: str, option: str) -> None:
+    """A processor must give different phrases different token ids: without its vocabulary files transformers
+    may build a tokenizer that maps every phrase to the same few tokens, and every concept gets the same mask."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None or not callable(tokenizer):
+        return
+    probes = ["a wheel", "the head of a bird", "striped fur"]
+    try:
+        ids = [tuple(tokenizer(p)["input_ids"]) for p in probes]
+    except Exception as e:  # noqa: BLE001
+        raise CftError(f"{option}: the tokenizer of {folder} cannot encode a phrase ({e})") from None
+    if len(set(ids)) < len(probes):
+        raise CftError(
+            f"{option}: the tokenizer of {folder} maps different phrases to the same tokens (its vocabulary files "
+            "are missing or broken), so every concept would get the same mask; download the whole model folder"
+        )
+
+
 def load_pair(model_cls: Any, processor_cls: Any, model_id: str, option: str, local_files_only: bool) -> ModelPair:
+    from cft.models import check_finite
+
     model = load_pretrained(model_cls, model_id, option, local_files_only)
-    return model, load_pretrained(processor_cls, model_id, option, local_files_only)
+    check_finite(model.state_dict(), f"{option}: the weights of {model_id}")
+    processor = load_pretrained(processor_cls, model_id, option, local_files_only)
+    check_text_processor(processor, model_id, option)
+    return model, processor
 
 
 def check_pair(pair: Any, option: str) -> ModelPair:

@@ -10,7 +10,9 @@ Layout under the store folder:
 An image id is the image's path relative to the image root (e.g. `n01440764/n01440764_10026.JPEG`).
 Each entry carries a key: a hash of the segmenter identity (model ids, thresholds), the guidance mode and the
 concepts (with weights) of the image's class. An entry whose key differs from the current one is stale and is
-made again, so a changed bank or threshold never serves old masks, and a changed class redoes only its images.
+made again, so a changed bank never serves old masks, and a changed class redoes only its images. The store has
+one identity (segmenter settings, guidance mode, object masks: `claim` refuses others over existing entries), and
+store.json records each class's key, which readers check every entry against (`check_identity`).
 
 Writes are atomic: the npz first, then the JSON, which commits the entry. A killed run leaves at most an npz
 without its JSON (an unfinished entry), which the next run makes again; an entry whose npz is missing or has
@@ -33,11 +35,12 @@ import numpy as np
 
 from cft.errors import CftError
 from cft.grounding.guidance import foreground_fraction, guidance_mask, is_suspect
-from cft.io import write_bytes_atomic, write_json_atomic
+from cft.io import fitting_name, is_fitted, write_bytes_atomic, write_json_atomic
 from cft.segmenter import PhraseMasks
 
 STORE_VERSION = 1
 GUIDANCE_MODES = ("union", "weighted")
+IDENTITY_FIELDS = ("segmenter", "mode", "object_masks")  # what one store's entries all share
 
 
 def _sha(obj: Any) -> str:
@@ -48,6 +51,19 @@ def class_key(identity: Mapping[str, Any], mode: str, concepts: Sequence[tuple[s
     """The key of one class's masks: segmenter identity, guidance mode, the class's (concept, weight) list."""
     payload = {"v": STORE_VERSION, "segmenter": dict(identity), "mode": mode, "concepts": [list(c) for c in concepts]}
     return _sha(payload)[:20]
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> str:
+    """`a.b: 0.5 -> 0.2` for each field that differs between two nested settings."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            inner = _differences(a, b, f"{prefix}{key}.")
+            out.extend([inner] if inner else [])
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return "; ".join(out)
 
 
 @dataclass(frozen=True)
@@ -73,8 +89,8 @@ class MaskStore:
         rel = Path(image_id)
         if rel.is_absolute() or ".." in rel.parts or not image_id:
             raise CftError(f"mask store: image id must be a relative path inside the image root, got {image_id!r}")
-        base = self.entries / rel
-        return base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
+        base = self.entries / rel  # a name too long for the file system is shortened with a hash (the JSON keeps it)
+        return base.with_name(fitting_name(base.name, ".npz")), base.with_name(fitting_name(base.name, ".json"))
 
     # ---- the store's description -------------------------------------------------------------------------
     def describe(self, info: Mapping[str, Any]) -> None:
@@ -88,6 +104,47 @@ class MaskStore:
             except (OSError, ValueError, AttributeError):
                 history = []
         write_json_atomic(path, {"version": STORE_VERSION, **info, "history": history})
+
+    def claim(self, settings: Mapping[str, Any], redo: bool = False) -> None:
+        """Check that this store was made with `settings` (segmenter identity, guidance mode, object masks) before
+        any entry is written: a store has one identity. Other settings over existing entries are an error that
+        says what differs; `redo` removes every entry so the store is remade with the new settings."""
+        entries = self.image_ids()
+        if not entries or not (self.folder / "store.json").is_file():
+            return
+        old = {k: self.description().get(k) for k in IDENTITY_FIELDS}
+        new = {k: settings.get(k) for k in IDENTITY_FIELDS}
+        if old == new:
+            return
+        if redo:
+            import shutil
+
+            shutil.rmtree(self.entries)
+            (self.folder / "index.json").unlink(missing_ok=True)
+            return
+        raise CftError(
+            f"mask store {self.folder} holds {len(entries)} entries made with other settings "
+            f"({_differences(old, new)}); a store has one identity: write to a new --out, or pass --redo to remake "
+            "every entry with these settings"
+        )
+
+    def check_identity(self, image_ids: Sequence[str]) -> None:
+        """Every entry of `image_ids` must carry the key store.json records for its class: an entry made with
+        other settings or concepts (a rerun over part of the images) is refused, naming it."""
+        keys = self.description().get("class_keys")
+        if not isinstance(keys, dict):
+            return  # a store from before keys were recorded: its entries cannot be checked
+        wrong = []
+        for image_id in image_ids:
+            meta = self.read_meta(image_id)
+            if meta.get("key") != keys.get(meta.get("class")):
+                wrong.append(image_id)
+        if wrong:
+            raise CftError(
+                f"mask store {self.folder}: {len(wrong)} of {len(image_ids)} entries were made with other settings "
+                f"or concepts than store.json records, e.g. {wrong[0]!r}; rerun `cft masks` over every image of "
+                "the store (or pass --redo to remake it)"
+            )
 
     def description(self) -> dict[str, Any]:
         path = self.folder / "store.json"
@@ -212,4 +269,10 @@ class MaskStore:
         """Every committed entry (those with metadata), sorted."""
         if not self.entries.is_dir():
             return []
-        return sorted(str(p.relative_to(self.entries))[: -len(".json")] for p in self.entries.rglob("*.json"))
+        ids = []
+        for path in self.entries.rglob("*.json"):
+            stem = str(path.relative_to(self.entries))[: -len(".json")]
+            if is_fitted(stem):  # a shortened name: the entry records its image id
+                stem = str(json.loads(path.read_text()).get("image", stem))
+            ids.append(stem)
+        return sorted(ids)

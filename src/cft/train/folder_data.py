@@ -165,4 +165,5 @@ def _store(folder: str | None, items: list[ImageItem]) -> Any:
             f"mask store {folder} has no masks for {len(missing)} image(s) used in training or validation, e.g. "
             f"{missing[0]}; run `cft masks` on them (`--list` takes the image ids, one per line)"
         )
+    store.check_identity(list(status))
     return store
