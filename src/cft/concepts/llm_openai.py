@@ -14,12 +14,19 @@ needs none) no `Authorization` header is sent at all.
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 import urllib.parse
 import warnings
 from collections.abc import Callable
 
 import openai
+
+try:  # the HTTP library of the installed openai client (httpx2 in its later releases, httpx before)
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover - older openai
+    import httpx
 
 from cft.concepts.llm import Message, Sampling
 from cft.errors import CftError
@@ -33,6 +40,56 @@ _RETRIED_STATUS = (408, 409, 429)  # and >= 500: the statuses the openai client 
 def _truncate(text: str, limit: int = _SHOW) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
+
+
+def _parse_base_url(base_url: str) -> urllib.parse.SplitResult:
+    """The URL, checked when it is given: scheme, a host without spaces, a numeric port, no query or fragment."""
+    problem = f"LLM base URL {base_url!r} must look like http(s)://HOST[:PORT][/PATH] (e.g. http://localhost:8000/v1)"
+    try:
+        parsed = urllib.parse.urlsplit(base_url)
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number in 0..65535
+    except ValueError:
+        raise CftError(problem) from None
+    host = parsed.hostname or ""
+    if parsed.scheme not in ("http", "https") or not host or any(c.isspace() for c in base_url):
+        raise CftError(problem)
+    if parsed.query or parsed.fragment:
+        raise CftError(f"{problem}; it has a query or fragment ('?' or '#')")
+    return parsed
+
+
+class _DeadlineTransport(httpx.HTTPTransport):
+    """Every request (each try) must finish within `deadline` seconds: httpx's timeouts bound each read, so a
+    server that trickles its answer a byte at a time would otherwise hold a request for ever."""
+
+    def __init__(self, deadline: float) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        end = time.monotonic() + self.deadline
+        response = super().handle_request(request)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_DeadlineStream(response.stream, end, request, self.deadline),
+            extensions=response.extensions,
+            request=request,
+        )
+
+
+class _DeadlineStream(httpx.SyncByteStream):
+    def __init__(self, stream, end: float, request: httpx.Request, deadline: float) -> None:
+        self.stream, self.end, self.request, self.deadline = stream, end, request, deadline
+
+    def __iter__(self):
+        for chunk in self.stream:
+            if time.monotonic() > self.end:
+                raise httpx.ReadTimeout(f"no whole answer within {self.deadline:g} s", request=self.request)
+            yield chunk
+
+    def close(self) -> None:
+        self.stream.close()
 
 
 def _tries(n: int) -> str:
@@ -61,12 +118,10 @@ class OpenAIBackend:
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         base_url = str(base_url).strip().rstrip("/")
-        parsed = urllib.parse.urlsplit(base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise CftError(f"LLM base URL {base_url!r} must start with http:// or https:// and name a host")
+        parsed = _parse_base_url(base_url)
         if not model:
             raise CftError("an LLM model name is required (the name the server knows the model by)")
-        if timeout <= 0 or retries < 0 or concurrency < 1:
+        if not (math.isfinite(timeout) and timeout > 0) or retries < 0 or concurrency < 1:
             raise CftError("LLM timeout must be > 0, retries >= 0, concurrency >= 1")
         if backoff is not None or sleep is not None:
             warnings.warn(
@@ -85,7 +140,11 @@ class OpenAIBackend:
         self._api_key()  # fail now, before any request, when a required key is missing
         # One client for all threads (its connection pool is thread-safe). It never sees the real key.
         self._client = openai.OpenAI(
-            base_url=base_url, api_key=_PLACEHOLDER_KEY, max_retries=self.retries, timeout=self.timeout
+            base_url=base_url,
+            api_key=_PLACEHOLDER_KEY,
+            max_retries=self.retries,
+            timeout=self.timeout,
+            http_client=openai.DefaultHttpxClient(transport=_DeadlineTransport(self.timeout)),
         )
 
     def __repr__(self) -> str:

@@ -69,5 +69,8 @@ def propose(
 
 
 def _parsable(answers: list[str]) -> bool:
-    """An answer is usable when at least one concept can be parsed from it (else it is asked again, not cached)."""
+    """Answers are usable when none holds undecodable bytes (U+FFFD: the server's text was not the encoding it
+    claimed) and at least one concept can be parsed from them; else they are asked again and never cached."""
+    if any("\ufffd" in answer for answer in answers):
+        return False
     return any(parse_answer(answer) for answer in answers)

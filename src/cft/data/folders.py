@@ -6,14 +6,56 @@ always gives the same order.
 
 from __future__ import annotations
 
+import os
+import sys
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cft.data.classes import imagenet_class_names, imagenet_wnids
 from cft.errors import CftError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+# the raster formats Pillow reads (those of its plugins that this install has): every one is walked
+_RASTER = {
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".bmp", ".dib", ".gif", ".webp", ".tif", ".tiff", ".ppm",
+    ".pgm", ".pbm", ".pnm", ".pfm", ".tga", ".ico", ".avif", ".qoi", ".jp2", ".j2k", ".jpx", ".pcx", ".sgi",
+    ".ras", ".psd", ".dds", ".xbm", ".xpm",
+}  # fmt: skip
+
+
+def _readable_suffixes() -> frozenset[str]:
+    from PIL import Image
+
+    Image.init()
+    return frozenset(e for e, fmt in Image.registered_extensions().items() if fmt in Image.OPEN and e in _RASTER)
+
+
+IMAGE_SUFFIXES = _readable_suffixes()
+
+
+@dataclass
+class Skipped:
+    """What a walk left out, by reason, with one example each: reported, never silent."""
+
+    counts: Counter = field(default_factory=Counter)
+    examples: dict[str, Path] = field(default_factory=dict)
+
+    def add(self, reason: str, path: Path) -> None:
+        self.counts[reason] += 1
+        self.examples.setdefault(reason, path)
+
+    def note(self, root: Path) -> str | None:
+        """One line for the user, or None when nothing was skipped."""
+        if not self.counts:
+            return None
+        parts = [f"{n} {reason} (e.g. {self.examples[reason]})" for reason, n in sorted(self.counts.items())]
+        return f"cft: note: {root}: skipped {sum(self.counts.values())} file(s): " + "; ".join(parts)
+
+    def report(self, root: Path) -> None:
+        line = self.note(root)
+        if line:
+            print(line, file=sys.stderr)
 
 
 def _visible(path: Path) -> bool:
@@ -21,20 +63,42 @@ def _visible(path: Path) -> bool:
 
 
 def subfolders(root: Path) -> list[Path]:
-    """The non-hidden sub-folders of `root`, sorted by name."""
+    """The non-hidden sub-folders of `root` (symlinked folders included), sorted by name."""
     return sorted((p for p in root.iterdir() if p.is_dir() and _visible(p)), key=lambda p: p.name)
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Image files under `folder` (recursive, hidden entries skipped), sorted by relative path."""
-    found = [
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and p.is_file()
-        and all(_visible(part) for part in p.relative_to(folder).parents if part.name)
-        and _visible(p)
-    ]
+def image_files(folder: Path, skipped: Skipped | None = None) -> list[Path]:
+    """Image files under `folder`, sorted by relative path: recursive, symlinked folders followed (each real
+    folder walked once, so a link loop ends), hidden entries skipped. What is left out is counted in `skipped`
+    by reason: hidden, not an image format, a broken link, a folder seen before (a link loop)."""
+    skipped = skipped if skipped is not None else Skipped()
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            info = current.stat()
+            entries = list(os.scandir(current))
+        except OSError:
+            skipped.add("unreadable folder(s)", current)
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            skipped.add("folder(s) already walked through another link", current)
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        for entry in entries:
+            path = Path(entry.path)
+            if not _visible(path):
+                skipped.add("hidden", path)
+            elif entry.is_dir():  # follows links
+                stack.append(path)
+            elif not entry.is_file():
+                skipped.add("broken link(s) or special file(s)", path)
+            elif path.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.add(f"not an image format ({path.suffix.lower() or 'no suffix'})", path)
+            else:
+                found.append(path)
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
@@ -89,11 +153,13 @@ def list_images(root: str | Path, known_classes: Sequence[str], only: Sequence[s
         wanted = {str(Path(i).as_posix()) for i in only}
         folders = sorted({i.split("/", 1)[0] for i in wanted} & set(folders)) or folders
     names = folder_classes(folders, known_classes)
+    skipped = Skipped()
     items = [
         ImageItem(path.relative_to(root).as_posix(), path, names[folder])
         for folder in folders
-        for path in image_files(root / folder)
+        for path in image_files(root / folder, skipped)
     ]
+    skipped.report(root)
     if only is not None:
         have = {it.image_id for it in items}
         missing = sorted(wanted - have)

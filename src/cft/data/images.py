@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import nn
 
 from cft.errors import CftError
@@ -20,8 +20,10 @@ def sample_image_path() -> Path:
     return Path(str(resources.files("cft") / "assets" / "sample.png"))
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Read an image file as RGB; a missing, unreadable or non-image file raises a CftError that names it."""
+def load_image(path: str | Path, orient: bool = True) -> Image.Image:
+    """Read an image file as RGB, turned upright as its EXIF orientation says (a phone photo as a person sees it;
+    `orient=False` reads the pixels raw, as the published evaluation protocols do); a missing, unreadable or
+    non-image file raises a CftError that names it."""
     path = Path(path)
     if not path.exists():
         raise CftError(f"image {path} does not exist")
@@ -30,7 +32,7 @@ def load_image(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            return to_rgb(img)
+            return to_rgb(ImageOps.exif_transpose(img) if orient else img)
     except Exception as err:  # PIL raises many types for foreign or truncated files
         raise CftError(f"cannot read image {path} ({type(err).__name__}: {err})") from None
 

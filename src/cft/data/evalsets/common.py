@@ -6,7 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cft.data.folders import image_files, subfolders
+from cft.data.folders import Skipped, image_files, subfolders
 from cft.errors import CftError
 
 
@@ -80,10 +80,12 @@ def class_folder_samples(
         shown = ", ".join(unknown[:5]) + (f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else "")
         raise CftError(f"{name}: folder(s) {shown} in {root} are not {what}; expected {layout}")
     samples, counts = [], {}
+    skipped = Skipped()
     for folder in folders:
-        files = image_files(folder)
+        files = image_files(folder, skipped)
         counts[folder.name] = len(files)
         samples.extend(Sample(path=p, targets=label_of[folder.name]) for p in files)
     if not samples:
         raise CftError(f"{name}: no images under {root}; expected {layout}")
+    skipped.report(root)
     return sort_samples(samples, root), counts
