@@ -11,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 
-def reply(*contents, status=200, headers=None, raw=None, delay=0.0):
-    """What the scripted server sends: chat-completion choices with `contents`, or `raw` bytes / an object."""
+def reply(*contents, status=200, headers=None, raw=None, delay=0.0, trickle=0.0):
+    """What the scripted server sends: chat-completion choices with `contents`, or `raw` bytes / an object;
+    `trickle`: the body a byte at a time, this many seconds apart."""
     if raw is None:
         raw = {
             "id": "chatcmpl-test",
@@ -22,7 +23,7 @@ def reply(*contents, status=200, headers=None, raw=None, delay=0.0):
                 for i, c in enumerate(contents)
             ],
         }
-    return {"status": status, "headers": headers or {}, "raw": raw, "delay": delay}
+    return {"status": status, "headers": headers or {}, "raw": raw, "delay": delay, "trickle": trickle}
 
 
 class Server:
@@ -58,7 +59,13 @@ class Server:
                     for k, v in r["headers"].items():
                         self.send_header(k, v)
                     self.end_headers()
-                    self.wfile.write(data)
+                    if r.get("trickle"):
+                        for byte in data:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(r["trickle"])
+                    else:
+                        self.wfile.write(data)
                 except OSError:
                     pass  # the client gave up (timeout test)
 

@@ -194,7 +194,10 @@ def test_ctrl_c_says_what_is_kept_and_exits_130(inputs, tmp_path):
     cmd = [sys.executable, "-m", "cft.cli", "finetune", "--config", str(inputs / "tiny.yaml"), "--no-progress"]
     cmd += ["--set=train.epochs=200", "--set=data.val_split=null", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(  # SIGINT restored: a shell's background job would have the child ignore it
+        cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     deadline = time.time() + 120
     while not (out / "metrics.jsonl").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
