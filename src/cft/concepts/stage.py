@@ -150,10 +150,15 @@ def filter_stage(bank: ConceptBank, class_names: list[str], cfg: FilterConfig) -
 
 
 def validate_in_world(
-    bank: ConceptBank, cfg: ValidationConfig, world_seed: int = 0, threshold: float = 0.5, world: Any = None
+    bank: ConceptBank,
+    cfg: ValidationConfig,
+    world_seed: int = 0,
+    threshold: float = 0.5,
+    world: Any = None,
+    segmenter: Any = None,
 ) -> tuple[ConceptBank, dict[str, Any]]:
     """Validate a bank of world classes on the val images of `world` (default: the default world with
-    `world_seed`) with the world's segmenter."""
+    `world_seed`) with a world segmenter (default: the embedding one at `threshold`)."""
     from cft.world import SyntheticWorld
     from cft.world.segmenter import WorldSegmenter
 
@@ -163,8 +168,9 @@ def validate_in_world(
     if unknown:
         raise CftError(f"validation in the world needs world classes; not world classes: {', '.join(unknown[:5])}")
     images, objects = world_validation_inputs(world, "val", list(bank.concepts), cfg.images_per_class)
-    out, stats = validate_bank(bank, images, WorldSegmenter(threshold), objects, cfg)
-    out.provenance["validation"] = {"config": asdict(cfg), "segmenter": "world", "world_seed": world_seed}
+    segmenter = segmenter or WorldSegmenter(threshold)
+    out, stats = validate_bank(bank, images, segmenter, objects, cfg)
+    out.provenance["validation"] = {"config": asdict(cfg), "segmenter": segmenter.identity(), "world_seed": world_seed}
     return out, stats
 
 

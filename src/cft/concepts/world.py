@@ -19,6 +19,8 @@ from cft.concepts.validate import ValidationConfig
 from cft.errors import CftError, FieldError
 from cft.io import write_json_atomic
 from cft.world import SyntheticWorld
+from cft.world.segmenter import MODES as SEGMENTER_MODES
+from cft.world.segmenter import WorldSegmenter
 
 CONCEPT_SOURCES = ("llm", "parts")
 DEFAULT_EXCLUDED_PARTS = ["body"]  # the world part every class shares: no concept of any class
@@ -40,13 +42,22 @@ class WorldConceptConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     exclude_parts: list[str] | None = None  # source parts: parts that are no concept (null: body, shared by all)
-    threshold: float = 0.5  # the world segmenter's phrase-to-part similarity threshold
+    threshold: float = 0.5  # the embedding segmenter's phrase-to-part similarity threshold
+    # the world segmenter: embedding (a phrase gets its class's nearest part name at cosine >= threshold, even one
+    # that names nothing drawn) or vlm (a phrase read as an open-vocabulary detector reads it: cft.world.vocabulary)
+    segmenter: str = "embedding"
 
     def __post_init__(self) -> None:
         if self.source not in CONCEPT_SOURCES:
             raise FieldError("source", f"must be one of {', '.join(CONCEPT_SOURCES)}, got {self.source!r}")
+        if self.segmenter not in SEGMENTER_MODES:
+            raise FieldError("segmenter", f"must be one of {', '.join(SEGMENTER_MODES)}, got {self.segmenter!r}")
         if self.source == "llm" and self.exclude_parts is not None:
             raise FieldError("exclude_parts", "applies to source parts only (llm concepts are validated instead)")
+
+    def make_segmenter(self) -> WorldSegmenter:
+        """The world segmenter these settings describe (the one home of its construction)."""
+        return WorldSegmenter(self.threshold, self.filters.text_model, mode=self.segmenter)
 
     def excluded_parts(self) -> list[str]:
         """The parts that are no concept with source parts (default: body, which every class shares)."""
@@ -95,7 +106,7 @@ def _llm_concepts(world: SyntheticWorld, cfg: WorldConceptConfig, folder: Path, 
     cache = ResponseCache(folder / "llm-cache", read_only=[shipped_concept_answers()])
     bank = propose_bank(GGUFBackend(cfg.model), list(world.classes), cfg.sampling, cache)
     bank = filter_stage(bank, list(world.classes), cfg.filters)
-    bank, stats = validate_in_world(bank, cfg.validation, threshold=cfg.threshold, world=world)
+    bank, stats = validate_in_world(bank, cfg.validation, world=world, segmenter=cfg.make_segmenter())
     if save:
         bank.save(folder / "bank.json")
         write_json_atomic(folder / "bank.stats.json", stats)

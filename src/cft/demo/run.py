@@ -243,7 +243,7 @@ def run_demo(
     log("concepts: " + "; ".join(f"{c}: {', '.join(v)}" for c, v in concepts.items()))
     timings["concepts"] = time.perf_counter() - t
     t = time.perf_counter()
-    segmenter = WorldSegmenter(cfg.concepts.threshold, cfg.concepts.filters.text_model)
+    segmenter = cfg.concepts.make_segmenter()
     pool = world.split("train", cfg.finetune.pool).materialize()
     labels, cues = pool.labels_and_cues()
     train_groups = {int(g): int(n) for g, n in zip(*np.unique(labels * 100 + cues, return_counts=True), strict=True)}

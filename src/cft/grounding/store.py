@@ -124,8 +124,8 @@ class MaskStore:
             return
         raise CftError(
             f"mask store {self.folder} holds {len(entries)} entries made with other settings "
-            f"({_differences(old, new)}); a store has one identity: write to a new --out, or pass --redo to remake "
-            "every entry with these settings"
+            f"({_differences(old, new)}); a store has one identity: write to a new --out, or remake every entry "
+            f"with these settings (`cft masks --redo`; for `cft run`, delete {self.folder})"
         )
 
     def check_identity(self, image_ids: Sequence[str]) -> None:

@@ -264,7 +264,6 @@ def _world_dataset(world, split, indices: Sequence[int], masks: str, concepts: d
 def build_data(recipe: FinetuneRecipe, world, needs_mask: bool, out: Path | None = None):
     """(train set, val set or None, the few-shot split or None); `out`: where an llm concept bank is written."""
     from cft.data.fewshot import select_few_shot
-    from cft.world.segmenter import WorldSegmenter
 
     d = recipe.data
     masks = d.masks if needs_mask else "none"
@@ -272,7 +271,7 @@ def build_data(recipe: FinetuneRecipe, world, needs_mask: bool, out: Path | None
     if masks == "concepts":
         from cft.text import embed
 
-        segmenter = WorldSegmenter(d.concepts.threshold, d.concepts.filters.text_model)
+        segmenter = d.concepts.make_segmenter()
         embed(sorted({p for c in world.classes for p in world.part_names(c)}))  # one batch: concepts are part names
         try:
             concepts = world_concepts(world, d.concepts, out)

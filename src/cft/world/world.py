@@ -481,6 +481,8 @@ class WorldSplit(Dataset):
             "part_masks": {p: label_map == k for p, k in self._ids[label].items()},
             "label_map": label_map,
             "index": i,
+            "class_name": self.classes[label],
+            "background_name": self.backgrounds[background] if 0 <= background < len(self.backgrounds) else "",
         }
 
     def __getitem__(self, i: int) -> dict[str, Any]:
