@@ -5,7 +5,8 @@ masks, with the object mask over the first N val images of the class).
     python scripts/world_segmenters.py [--n 30] [--json out.json]
 
 `embedding` is the first world segmenter (a phrase gets its class's nearest part name at cosine >= 0.5), `vlm`
-reads a phrase as an open-vocabulary detector would (cft.world.vocabulary). Nothing here trains a model.
+reads a phrase as an open-vocabulary detector would (cft.world.vocabulary); "object names dropped" adds the
+validation rule max_object_iou 0.9 (a concept whose masks are the object's is dropped). Nothing here trains a model.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
 from cft.concepts.validate import world_validation_inputs
-from cft.concepts.world import world_concepts
 from cft.demo import demo_config, make_world
 from cft.grounding.guidance import segment_guidance
 
@@ -38,6 +40,23 @@ def guidance_iou(world, concepts: dict[str, list[str]], segmenter, n: int) -> di
     return out
 
 
+def _concepts(world, concepts_cfg) -> dict[str, list[str]]:
+    """The validated bank's names per class; a class left without concepts gets an empty list (world_concepts
+    refuses such a bank, this report shows it)."""
+    from cft.concepts.llm import ResponseCache
+    from cft.concepts.llm_gguf import GGUFBackend
+    from cft.concepts.stage import filter_stage, propose_bank, validate_in_world
+    from cft.concepts.world import shipped_concept_answers
+
+    with tempfile.TemporaryDirectory() as scratch:
+        cache = ResponseCache(Path(scratch), read_only=[shipped_concept_answers()])
+        bank = propose_bank(GGUFBackend(concepts_cfg.model), list(world.classes), concepts_cfg.sampling, cache)
+    bank = filter_stage(bank, list(world.classes), concepts_cfg.filters)
+    segmenter = concepts_cfg.make_segmenter()
+    bank, _ = validate_in_world(bank, concepts_cfg.validation, world=world, segmenter=segmenter)
+    return {cls: bank.names(cls) for cls in world.classes}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=30, help="val images per class for the IoU")
@@ -46,21 +65,29 @@ def main() -> None:
     cfg = demo_config()
     world = make_world(cfg)
     report = {}
-    for mode in ("embedding", "vlm"):
-        concepts_cfg = dataclasses.replace(cfg.concepts, segmenter=mode)
-        concepts = world_concepts(world, concepts_cfg)
-        iou = guidance_iou(world, concepts, concepts_cfg.make_segmenter(), args.n)
-        report[mode] = {"concepts": concepts, "iou": iou}
-    print("| class | kept by embedding | kept by vlm | IoU with the object, embedding | vlm |")
-    print("|---|---|---|---|---|")
+    settings = {"embedding": ("embedding", None), "vlm": ("vlm", None), "vlm, object names dropped": ("vlm", 0.9)}
+    for label, (mode, max_object_iou) in settings.items():
+        validation = dataclasses.replace(cfg.concepts.validation, max_object_iou=max_object_iou)
+        concepts_cfg = dataclasses.replace(cfg.concepts, segmenter=mode, validation=validation)
+        concepts = _concepts(world, concepts_cfg)
+        kept = {cls: names for cls, names in concepts.items() if names}
+        iou = guidance_iou(world, kept, concepts_cfg.make_segmenter(), args.n)
+        report[label] = {"concepts": concepts, "iou": iou}
+    print(
+        "| class | "
+        + " | ".join(f"kept ({label})" for label in report)
+        + " | IoU with the object: "
+        + " / ".join(report)
+        + " |"
+    )
+    print("|---|" + "---|" * (len(report) + 1))
     for cls in world.classes:
-        e, v = report["embedding"], report["vlm"]
-        print(
-            f"| {cls} | {', '.join(e['concepts'].get(cls, []))} | {', '.join(v['concepts'].get(cls, []))} | "
-            f"{e['iou'].get(cls, float('nan')):.2f} | {v['iou'].get(cls, float('nan')):.2f} |"
-        )
-    for mode in report:
-        print(f"mean IoU ({mode}): {np.mean(list(report[mode]['iou'].values())):.3f}")
+        kept = " | ".join(", ".join(r["concepts"].get(cls, [])) for r in report.values())
+        ious = " / ".join(f"{r['iou'].get(cls, float('nan')):.2f}" for r in report.values())
+        print(f"| {cls} | {kept} | {ious} |")
+    for label, r in report.items():
+        empty = [cls for cls, names in r["concepts"].items() if not names]
+        print(f"mean IoU ({label}): {np.mean(list(r['iou'].values())):.3f}; classes left without concepts: {empty}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -139,3 +139,31 @@ def test_errors_and_edge_cases(inputs):
         ValidationConfig(min_occurrence=1.5)
     assert iou(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
     assert iou(np.eye(2), np.ones((2, 2))) == 0.5
+
+
+def test_a_concept_whose_mask_is_the_object_can_be_dropped():
+    """max_object_iou (off by default, as in the paper): a concept whose masks are the object masks (an object or
+    kind name under a real detector) is dropped with the IoU it had; the object IoU is recorded either way."""
+    obj = np.zeros((8, 8), bool)
+    obj[2:6, 2:6] = True
+    part = np.zeros((8, 8), bool)
+    part[2:4, 2:6] = True
+
+    class ObjectOrPart:
+        name = "object-or-part"
+
+        def segment(self, images, phrases):
+            return [{p: ((obj if p == "parrot" else part).copy(), 1.0) for p in ps} for ps in phrases]
+
+    bank = ConceptBank(concepts={"bird": [Concept("parrot"), Concept("wing")]}, dropped={"bird": []}, provenance={})
+    images, objects = {"bird": [None] * 4}, {"bird": [obj] * 4}
+    kept, stats = validate_bank(bank, images, ObjectOrPart(), objects, ValidationConfig(images_per_class=4))
+    assert kept.names("bird") == ["parrot", "wing"]
+    assert stats["classes"]["bird"]["concepts"]["parrot"]["object_iou"] == 1.0
+    assert stats["classes"]["bird"]["concepts"]["wing"]["object_iou"] == 0.5  # 8 of 16 pixels
+    cfg = ValidationConfig(images_per_class=4, max_object_iou=0.9)
+    kept, _ = validate_bank(bank, images, ObjectOrPart(), objects, cfg)
+    assert kept.names("bird") == ["wing"]
+    assert "names the whole object: IoU 1.00" in kept.dropped["bird"][0]["reason"]
+    with pytest.raises(CftError, match="max_object_iou must be null or a number in"):
+        ValidationConfig(max_object_iou=0)

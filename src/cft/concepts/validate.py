@@ -3,7 +3,10 @@
 Rule, per class, on its P images:
   1. occurrence rate of a concept = share of the P images where its mask is non-empty; a concept whose rate is
      under `min_occurrence` (15 %) is dropped;
-  2. then coverage = mean over the images of IoU(union of the kept concepts' masks, object mask); if it is under
+  2. optionally (`max_object_iou`, off in the paper), a concept whose mask, on the images where it is found,
+     matches the object mask at a mean IoU of at least `max_object_iou` is dropped: it names the whole object (the
+     class, a kind or a superclass), so its mask is an object mask, not a concept's;
+  3. then coverage = mean over the images of IoU(union of the kept concepts' masks, object mask); if it is under
      `min_coverage` (20 %) every concept of the class is dropped (the concepts do not describe the object).
 """
 
@@ -25,6 +28,7 @@ class ValidationConfig:
     images_per_class: int = 30  # P; the first P images given per class are used
     min_occurrence: float = 0.15
     min_coverage: float = 0.20
+    max_object_iou: float | None = None  # drop concepts whose masks are the object's (IoU >= this); null: keep all
 
     def __post_init__(self) -> None:
         if isinstance(self.images_per_class, bool) or not isinstance(self.images_per_class, int):
@@ -35,6 +39,9 @@ class ValidationConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise CftError(f"validation: {name} must be a number in [0, 1], got {v!r}")
+        v = self.max_object_iou
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0):
+            raise CftError(f"validation: max_object_iou must be null or a number in (0, 1], got {v!r}")
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -99,17 +106,24 @@ def validate_bank(
         concept_stats: dict[str, dict[str, float]] = {}
         for name in names:
             hits = sum(bool(m.any()) for m in masks[name])
+            on_found = [iou(m, o) for m, o in zip(masks[name], objects, strict=True) if m.any()]
             concept_stats[name] = {
                 "occurrence": hits / n,
                 "score": float(np.mean(scores[name])),
                 "mask_fraction": float(np.mean([m.mean() for m in masks[name]])),
+                "object_iou": float(np.mean(on_found)) if on_found else 0.0,
             }
         kept = []
         for name in names:
             occ = concept_stats[name]["occurrence"]
+            whole = concept_stats[name]["object_iou"]
             if occ < cfg.min_occurrence:
                 hits = round(occ * n)
                 out.drop(cls, name, f"occurrence {_pct(occ)} ({hits} of {n} images) < {_pct(cfg.min_occurrence)}")
+            elif cfg.max_object_iou is not None and whole >= cfg.max_object_iou:
+                out.drop(
+                    cls, name, f"names the whole object: IoU {whole:.2f} with the object mask >= {cfg.max_object_iou}"
+                )
             else:
                 kept.append(name)
         unions = [np.zeros(obj.shape, bool) for obj in objects]
