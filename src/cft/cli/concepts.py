@@ -98,6 +98,12 @@ def _validate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images-per-class", type=int, default=30)
     p.add_argument("--min-occurrence", type=number_arg(ge=0, le=1), default=0.15)
     p.add_argument("--min-coverage", type=number_arg(ge=0, le=1), default=0.20)
+    p.add_argument(
+        "--max-object-iou",
+        type=number_arg(gt=0, le=1),
+        help="also drop a concept whose masks are the object's (mean IoU >= this): an object or kind name "
+        "(default: keep them, as the paper does)",
+    )
 
 
 def _proposed_bank(args: argparse.Namespace) -> tuple[ConceptBank, list[str]]:
@@ -126,7 +132,7 @@ def _filter_config(args: argparse.Namespace) -> FilterConfig:
 def _validation_config(args: argparse.Namespace) -> ValidationConfig:
     from cft.concepts.validate import ValidationConfig
 
-    return ValidationConfig(args.images_per_class, args.min_occurrence, args.min_coverage)
+    return ValidationConfig(args.images_per_class, args.min_occurrence, args.min_coverage, args.max_object_iou)
 
 
 def _save_bank(bank: ConceptBank, out: str, stats: dict[str, Any] | None = None) -> None:
