@@ -106,3 +106,23 @@ def test_mean_std_of_nested_runs_against_statistics():
     assert mean["b"]["x"] == 3.0 and std["b"]["x"] == 0.0  # the NaNs are left out
     nan_mean, nan_std = mean_std([{"x": float("nan")}, {"x": float("nan")}])
     assert np.isnan(nan_mean["x"]) and np.isnan(nan_std["x"])
+
+
+def test_relevance_peak_inside_against_a_loop():
+    """The share of maps whose first maximal pixel lies in the mask, against a plain per-image loop; images with an
+    empty mask are skipped; ties go to the first pixel, as a token's upsampled block shares one value."""
+    from cft.evaluate.metrics import relevance_peak_inside
+
+    rng = np.random.default_rng(3)
+    maps = rng.random((20, 6, 6))
+    maps[0] = 0.0  # a flat map: its peak is pixel (0, 0)
+    masks = rng.random((20, 6, 6)) > 0.6
+    masks[1] = False  # skipped
+    hits = []
+    for m, s in zip(maps, masks, strict=True):
+        if not s.any():
+            continue
+        best = max(range(36), key=lambda i: (m.flat[i], -i))  # the largest value, the first such pixel
+        hits.append(bool(s.flat[best]))
+    assert relevance_peak_inside(maps, masks) == pytest.approx(np.mean(hits))
+    assert np.isnan(relevance_peak_inside(maps[:2], np.zeros((2, 6, 6), bool)))

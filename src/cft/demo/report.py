@@ -137,13 +137,14 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Relevance on test-ood",
         "",
-        "Share of relevance on the cue, on the concept parts (relevance mass accuracy) and on the object; relevance "
-        "rank accuracy (the share of the |mask| most relevant pixels inside the concept mask); pixel accuracy, "
-        "mIoU and mAP of the map binarised at its mean, against the object and the concept masks.",
+        "Share of relevance on the cue, on the concept parts (relevance mass accuracy) and on the object; the share "
+        "of maps whose peak (the top token) lies on the cue and on the concept parts; relevance rank accuracy (the "
+        "share of the |mask| most relevant pixels inside the concept mask); pixel accuracy, mIoU and mAP of the map "
+        "binarised at its mean, against the object and the concept masks.",
         "",
-        "| variant | on cue | on concepts | concept rank acc. | on object | object PA | object mIoU | object mAP "
-        "| concept PA | concept mIoU | concept mAP |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | on cue | on concepts | peak on cue | peak on concepts | concept rank acc. | on object | "
+        "object PA | object mIoU | object mAP | concept PA | concept mIoU | concept mAP |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in m:
         o = m[v]["test-ood"]
@@ -151,6 +152,8 @@ def markdown(results: dict[str, Any]) -> str:
         cells = [
             o["relevance_share_cue"],
             o["relevance_share_concepts"],
+            o.get("relevance_peak_cue", float("nan")),
+            o.get("relevance_peak_concepts", float("nan")),
             o["relevance_rank_concepts"],
             o["relevance_share_object"],
             ro["pixel_accuracy"],

@@ -30,6 +30,7 @@ from cft.evaluate.metrics import (
     group_accuracies,
     mean_std,
     relevance_alignment,
+    relevance_peak_inside,
     relevance_rank_accuracy,
     relevance_share,
 )
@@ -148,6 +149,8 @@ def evaluate_model(
             "relevance_share_concepts": relevance_share(maps, t["concept_masks"][:k]),
             "relevance_rank_concepts": relevance_rank_accuracy(maps, t["concept_masks"][:k]),
             "relevance_share_cue": relevance_share(maps, t["cue_masks"][:k]),
+            "relevance_peak_cue": relevance_peak_inside(maps, t["cue_masks"][:k]),
+            "relevance_peak_concepts": relevance_peak_inside(maps, t["concept_masks"][:k]),
         }
         if "neutral_images" in t:
             out[name].update(cue_diagnostics(model, t, preds, cfg))
@@ -178,6 +181,8 @@ def diagnostics(metrics: dict[str, Any]) -> dict[str, Any]:
         "relevance_share_cue": {v: m["test-ood"]["relevance_share_cue"] for v, m in metrics.items()},
         "relevance_share_concepts": {v: m["test-ood"]["relevance_share_concepts"] for v, m in metrics.items()},
         "relevance_rank_concepts": {v: m["test-ood"]["relevance_rank_concepts"] for v, m in metrics.items()},
+        "relevance_peak_cue": {v: m["test-ood"]["relevance_peak_cue"] for v, m in metrics.items()},
+        "relevance_peak_concepts": {v: m["test-ood"]["relevance_peak_concepts"] for v, m in metrics.items()},
     }
     if "oracle_top1" not in ood:  # a world without neutral cue values
         return out

@@ -96,6 +96,20 @@ def relevance_share(maps: np.ndarray, masks: np.ndarray) -> float:
     return float(np.mean(np.where(totals > 0, inside / np.maximum(totals, 1e-12), 0.0)))
 
 
+def relevance_peak_inside(maps: np.ndarray, masks: np.ndarray) -> float:
+    """Share of images whose map peaks inside its mask: the first pixel of maximal relevance (a token's upsampled
+    block shares one value) lies in the mask. Images with an empty mask are skipped (NaN if all are)."""
+    maps, masks = np.asarray(maps, float), np.asarray(masks, bool)
+    if maps.shape != masks.shape:
+        raise CftError(f"maps {maps.shape} and masks {masks.shape} differ in shape")
+    flat_maps, flat_masks = maps.reshape(len(maps), -1), masks.reshape(len(masks), -1)
+    keep = flat_masks.any(1)
+    if not keep.any():
+        return float("nan")
+    peaks = flat_maps[keep].argmax(1)
+    return float(flat_masks[keep][np.arange(int(keep.sum())), peaks].mean())
+
+
 def relevance_rank_accuracy(maps: np.ndarray, masks: np.ndarray) -> float:
     """Mean over images of the share of the |mask| most relevant pixels that lie inside the mask.
 
