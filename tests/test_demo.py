@@ -7,6 +7,7 @@ import json
 import pytest
 
 from cft.cli import main
+from cft.config import load_config_data
 from cft.demo import TEST_SPLITS, VARIANTS, demo_config
 from cft.errors import CftError
 
@@ -126,5 +127,7 @@ def test_shipped_model_is_found_by_its_config(tmp_path):
 
     shipped = shipped_models()
     assert model_key(demo_config()) in shipped  # the default demo has its model in the package
+    colour = demo_config(load_config_data("demo-colour", kind="demo"))  # and the colour world its own
+    assert colour.world == {"cue": "colour"} and model_key(colour) in shipped
     with pytest.raises(CftError, match="--from-scratch"):
         original_model(demo_config({"world": {"mark_size": 6}}), tmp_path, from_scratch=False, progress=False)
