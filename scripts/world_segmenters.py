@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cft.concepts.validate import world_validation_inputs
+from cft.concepts.validate import iou, world_validation_inputs
+from cft.concepts.world import validated_llm_bank
 from cft.demo import demo_config, make_world
 from cft.grounding.guidance import segment_guidance
 
@@ -31,11 +32,7 @@ def guidance_iou(world, concepts: dict[str, list[str]], segmenter, n: int) -> di
     for cls, samples in images.items():
         shape = samples[0]["object_mask"].shape
         masks = segment_guidance(segmenter, samples, [concepts[cls]] * len(samples), shape)
-        ious = []
-        for mask, obj in zip(masks, objects[cls], strict=True):
-            g, o = np.asarray(mask) > 0, np.asarray(obj, bool)
-            union = np.logical_or(g, o).sum()
-            ious.append(np.logical_and(g, o).sum() / union if union else 1.0)
+        ious = [iou(np.asarray(mask) > 0, obj) for mask, obj in zip(masks, objects[cls], strict=True)]
         out[cls] = float(np.mean(ious))
     return out
 
@@ -43,17 +40,8 @@ def guidance_iou(world, concepts: dict[str, list[str]], segmenter, n: int) -> di
 def _concepts(world, concepts_cfg) -> dict[str, list[str]]:
     """The validated bank's names per class; a class left without concepts gets an empty list (world_concepts
     refuses such a bank, this report shows it)."""
-    from cft.concepts.llm import ResponseCache
-    from cft.concepts.llm_gguf import GGUFBackend
-    from cft.concepts.stage import filter_stage, propose_bank, validate_in_world
-    from cft.concepts.world import shipped_concept_answers
-
     with tempfile.TemporaryDirectory() as scratch:
-        cache = ResponseCache(Path(scratch), read_only=[shipped_concept_answers()])
-        bank = propose_bank(GGUFBackend(concepts_cfg.model), list(world.classes), concepts_cfg.sampling, cache)
-    bank = filter_stage(bank, list(world.classes), concepts_cfg.filters)
-    segmenter = concepts_cfg.make_segmenter()
-    bank, _ = validate_in_world(bank, concepts_cfg.validation, world=world, segmenter=segmenter)
+        bank, _ = validated_llm_bank(world, concepts_cfg, Path(scratch))
     return {cls: bank.names(cls) for cls in world.classes}
 
 

@@ -45,6 +45,11 @@ def run(argv: list[str], capsys) -> tuple[int, str]:
     return code, err
 
 
+def finetune_args(config: Path, out: Path, *sets: str) -> list[str]:
+    """`cft finetune` on `config` into `out`, with `--set` overrides."""
+    return ["finetune", "--config", str(config), "--out", str(out), "--no-progress", *(f"--set={s}" for s in sets)]
+
+
 def tiny_model(classes: int = 10) -> torch.nn.Module:
     return cft.load_model("vit_tiny_patch16_224", num_classes=classes, img_size=32, patch_size=8, depth=1)
 
@@ -155,9 +160,7 @@ def test_explain_refuses_nan_weights_and_non_finite_logits(files, tmp_path, caps
     ],
 )
 def test_config_numbers_are_finite_and_in_range(files, tmp_path, capsys, override, needle):
-    code, err = run(
-        ["finetune", "--config", str(files / "tiny.yaml"), "--out", str(tmp_path / "o"), "--set", override], capsys
-    )
+    code, err = run(finetune_args(files / "tiny.yaml", tmp_path / "o", override), capsys)
     assert code == 2 and needle in err and not (tmp_path / "o").exists()
 
 
@@ -185,18 +188,7 @@ def test_finetune_refuses_a_nan_starting_checkpoint(files, tmp_path, capsys):
     state = {k: v.clone() for k, v in model.state_dict().items()}
     state["head.bias"][0] = float("inf")
     save_checkpoint_state(state, world)
-    code, err = run(
-        [
-            "finetune",
-            "--config",
-            str(files / "tiny.yaml"),
-            "--out",
-            str(tmp_path / "o"),
-            "--set",
-            f"model.checkpoint={world}",
-        ],
-        capsys,
-    )
+    code, err = run(finetune_args(files / "tiny.yaml", tmp_path / "o", f"model.checkpoint={world}"), capsys)
     assert code == 2 and "head.bias has 1 NaN/inf" in err
 
 
@@ -217,13 +209,13 @@ def test_a_second_finetune_into_a_held_folder_is_refused_and_a_killed_holder_fre
     out = tmp_path / "run"
     holder = hold(out)
     try:
-        code, err = run(["finetune", "--config", str(files / "tiny.yaml"), "--out", str(out), "--no-progress"], capsys)
+        code, err = run(finetune_args(files / "tiny.yaml", out), capsys)
         assert code == 2 and f"--out {out} is being written by another process (pid {holder.pid}" in err
         assert not (out / "config.yaml").exists() and not (out / "metrics.jsonl").exists()
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    code, err = run(["finetune", "--config", str(files / "tiny.yaml"), "--out", str(out), "--no-progress"], capsys)
+    code, err = run(finetune_args(files / "tiny.yaml", out), capsys)
     assert code == 0, err
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
@@ -326,18 +318,7 @@ def test_a_store_mixed_by_a_partial_rerun_is_refused_by_its_readers(store, tmp_p
     sets = ["model.name=vit_tiny_patch16_224", "model.kwargs={patch_size: 8, depth: 1, embed_dim: 24, num_heads: 2}",
             "data.image_size=32", "data.resize=36", "train.epochs=1", f"data.store={store}",
             "data.few_shot={per_class: 3, class_fraction: 1.0}"]  # fmt: skip
-    code, err = run(
-        [
-            "finetune",
-            "--config",
-            str(tmp_path / "r.yaml"),
-            "--out",
-            str(tmp_path / "run"),
-            "--no-progress",
-            *(f"--set={s}" for s in sets),
-        ],
-        capsys,
-    )
+    code, err = run(finetune_args(tmp_path / "r.yaml", tmp_path / "run", *sets), capsys)
     assert code == 2 and "made with other settings or concepts" in err
     assert not (tmp_path / "run" / "state.pt").exists()
 
@@ -447,7 +428,7 @@ def tmpfs(tmp_path):
 def test_a_read_only_output_folder_is_an_error_before_any_work(files, tmpfs, capsys):
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
     cases = [
-        ["finetune", "--config", str(files / "tiny.yaml"), "--out", str(tmpfs / "run")],
+        finetune_args(files / "tiny.yaml", tmpfs / "run"),
         ["explain", str(files / "img.png"), *TINY, "--out", str(tmpfs / "o")],
         evaluate_args(files, tmpfs / "r.json"),
         [
@@ -470,8 +451,7 @@ def test_a_read_only_output_folder_is_an_error_before_any_work(files, tmpfs, cap
 
 def test_a_full_disk_keeps_the_last_good_state_and_says_no_space(files, tmpfs, capsys):
     out = tmpfs / "run"
-    code, err = run(["finetune", "--config", str(files / "tiny.yaml"), "--out", str(out), "--no-progress",
-                     "--set", "model.embed_dim=64", "--set", "train.epochs=3"], capsys)  # fmt: skip
+    code, err = run(finetune_args(files / "tiny.yaml", out, "model.embed_dim=64", "train.epochs=3"), capsys)
     assert code == 1 and "No space left on device" in err and "finished work is kept" in err
     assert not list(out.glob(".*.tmp"))  # no half-written file left behind
     for name in ("last.safetensors", "best.safetensors"):  # whatever was written is whole
@@ -486,7 +466,7 @@ def test_out_naming_the_wrong_kind_of_path(files, tmp_path, capsys, where):
     (tmp_path / "f").write_text("x")
     (tmp_path / "d").mkdir()
     if where == "file":
-        code, err = run(["finetune", "--config", str(files / "tiny.yaml"), "--out", str(tmp_path / "f")], capsys)
+        code, err = run(finetune_args(files / "tiny.yaml", tmp_path / "f"), capsys)
         assert code == 2 and "is a file; it must be a folder" in err
     else:
         code, err = run(evaluate_args(files, tmp_path / "d"), capsys)
@@ -552,7 +532,7 @@ def test_alias_bombs_are_refused_everywhere_yaml_is_read(files, tmp_path, capsys
     (tmp_path / "recipe.yaml").write_text(
         TINY_RECIPE + "finetune_notes:\n" + "".join("  " + line + "\n" for line in BOMB.splitlines())
     )
-    code, err = run(["finetune", "--config", str(tmp_path / "recipe.yaml"), "--out", str(tmp_path / "o")], capsys)
+    code, err = run(finetune_args(tmp_path / "recipe.yaml", tmp_path / "o"), capsys)
     assert code == 2 and "aliases expand to more than 1,000,000 YAML nodes" in err
     (tmp_path / "bank.yaml").write_text(
         "cat: [ear]\nprovenance:\n" + "".join("  " + line + "\n" for line in BOMB.splitlines())
@@ -574,18 +554,7 @@ def test_alias_bombs_are_refused_everywhere_yaml_is_read(files, tmp_path, capsys
     )
     assert code == 2 and f"concept bank {tmp_path / 'bank.yaml'}: its aliases expand" in err
     flow = "{" + BOMB.strip().replace("\n", ", ") + "}"
-    code, err = run(
-        [
-            "finetune",
-            "--config",
-            str(files / "tiny.yaml"),
-            "--out",
-            str(tmp_path / "o"),
-            "--set",
-            f"train.epochs={flow}",
-        ],
-        capsys,
-    )
+    code, err = run(finetune_args(files / "tiny.yaml", tmp_path / "o", f"train.epochs={flow}"), capsys)
     assert code == 2 and "override 'train.epochs=" in err and "aliases expand" in err and not (tmp_path / "o").exists()
 
 
@@ -594,7 +563,7 @@ def test_recipes_declare_their_kind(files, tmp_path, capsys):
     assert code == 2 and "declares no kind: add a top-level line `kind: finetune`" in err
     assert main(["recipes", "validate", str(files / "tiny.yaml"), "--kind", "finetune"]) == 0
     (tmp_path / "d.yaml").write_text("kind: demo\nseeds: [0]\n")
-    code, err = run(["finetune", "--config", str(tmp_path / "d.yaml"), "--out", str(tmp_path / "o")], capsys)
+    code, err = run(finetune_args(tmp_path / "d.yaml", tmp_path / "o"), capsys)
     assert code == 2 and "is a demo recipe, not a finetune one; run it with `cft demo --config`" in err
     code, err = run(["recipes", "validate", str(tmp_path / "d.yaml"), "--kind", "run"], capsys)
     assert code == 2 and "declares kind demo, not --kind run" in err
@@ -604,18 +573,7 @@ def test_recipes_declare_their_kind(files, tmp_path, capsys):
 
 
 def test_image_size_must_be_a_multiple_of_the_patch_size(files, tmp_path, capsys):
-    code, err = run(
-        [
-            "finetune",
-            "--config",
-            str(files / "tiny.yaml"),
-            "--out",
-            str(tmp_path / "o"),
-            "--set",
-            "data.world.image_size=36",
-        ],
-        capsys,
-    )
+    code, err = run(finetune_args(files / "tiny.yaml", tmp_path / "o", "data.world.image_size=36"), capsys)
     assert code == 2 and "image size 36 is not a multiple of the model's patch size 8" in err
 
 

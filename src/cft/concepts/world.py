@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from cft.concepts.bank import ConceptBank
 from cft.concepts.filters import FilterConfig
 from cft.concepts.llm import Sampling
 from cft.concepts.validate import ValidationConfig
@@ -98,15 +99,22 @@ def part_concepts(world: SyntheticWorld, exclude_parts: Sequence[str]) -> dict[s
     return concepts
 
 
-def _llm_concepts(world: SyntheticWorld, cfg: WorldConceptConfig, folder: Path, save: bool) -> dict[str, list[str]]:
+def validated_llm_bank(world: SyntheticWorld, cfg: WorldConceptConfig, cache: Path) -> tuple[ConceptBank, dict]:
+    """The language model's bank for the world's classes (answers cached under `cache`, the shipped ones read
+    first), filtered and validated in `world`; a class may be left without concepts. Returns it and the
+    validation statistics."""
     from cft.concepts.llm import ResponseCache
     from cft.concepts.llm_gguf import GGUFBackend
     from cft.concepts.stage import filter_stage, propose_bank, validate_in_world
 
-    cache = ResponseCache(folder / "llm-cache", read_only=[shipped_concept_answers()])
-    bank = propose_bank(GGUFBackend(cfg.model), list(world.classes), cfg.sampling, cache)
+    answers = ResponseCache(cache, read_only=[shipped_concept_answers()])
+    bank = propose_bank(GGUFBackend(cfg.model), list(world.classes), cfg.sampling, answers)
     bank = filter_stage(bank, list(world.classes), cfg.filters)
-    bank, stats = validate_in_world(bank, cfg.validation, world=world, segmenter=cfg.make_segmenter())
+    return validate_in_world(bank, cfg.validation, world=world, segmenter=cfg.make_segmenter())
+
+
+def _llm_concepts(world: SyntheticWorld, cfg: WorldConceptConfig, folder: Path, save: bool) -> dict[str, list[str]]:
+    bank, stats = validated_llm_bank(world, cfg, folder / "llm-cache")
     if save:
         bank.save(folder / "bank.json")
         write_json_atomic(folder / "bank.stats.json", stats)

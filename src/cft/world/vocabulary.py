@@ -11,8 +11,11 @@ of a car, "human" in a picture of a cat, "dolphin" in a picture of a fish.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # class -> names a detector grounds to the whole object: the class, its kinds (hyponyms, synonyms) and broader names
 OBJECT_NAMES: dict[str, tuple[str, ...]] = {
@@ -132,21 +135,26 @@ def read_phrase(
     tokens = words(phrase)
     names = {part: (part,) for part in parts}
     names.update({name: found for (c, name), found in PART_NAMES.items() if c == cls and set(found) <= set(parts)})
-    best: tuple[int, int, tuple[str, ...]] | None = None  # (where the match ends, its length, the parts)
-    for name, found in names.items():
-        end = _match_end(tokens, words(name))
-        if end is not None and (best is None or (end, len(words(name))) > best[:2]):
-            best = (end, len(words(name)), found)
-    if best is not None:
-        return Reading("part", best[2])
+    found = _head_match(tokens, names.items())
+    if found is not None:
+        return Reading("part", found)
     for name in OBJECT_NAMES.get(cls, (cls,)):
         name_words = words(name)
         if name_words and tokens[-len(name_words) :] == name_words:
             return Reading("object")
-    context: tuple[int, int, str] | None = None  # as for parts: the match that ends last, then the longest
-    for texture in backgrounds:
-        for name in CONTEXT_NAMES.get(texture, (texture,)):
-            end = _match_end(tokens, words(name))
-            if end is not None and (context is None or (end, len(words(name))) > context[:2]):
-                context = (end, len(words(name)), texture)
-    return Reading("context", (context[2],)) if context is not None else Reading("nothing")
+    contexts = ((name, texture) for texture in backgrounds for name in CONTEXT_NAMES.get(texture, (texture,)))
+    texture = _head_match(tokens, contexts)
+    return Reading("context", (texture,)) if texture is not None else Reading("nothing")
+
+
+def _head_match(tokens: Sequence[str], candidates: Iterable[tuple[str, T]]) -> T | None:
+    """The value of the candidate name found in `tokens` whose match ends last, then the longest (the head noun
+    wins; "tail fin" over "tail"); None when no name occurs. Ties keep the first candidate."""
+    best: tuple[int, int] | None = None
+    value: T | None = None
+    for name, candidate in candidates:
+        needle = words(name)
+        end = _match_end(tokens, needle)
+        if end is not None and (best is None or (end, len(needle)) > best):
+            best, value = (end, len(needle)), candidate
+    return value
