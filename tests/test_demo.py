@@ -45,6 +45,12 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert d["relevance_share_cue"]["cft"] < d["relevance_share_cue"]["original"]
     report = (out / "report.md").read_text()
     assert "## The premise" in report and "strong object features" in report and "leans on the cue" in report
+    # one seed: paired differences have a mean and no interval (reported as such, never a made-up width)
+    paired = results["paired"]["cft - no-guidance"]["test-ood"]
+    ood = {v: results["per_seed"]["0"][v]["test-ood"]["top1"] for v in ("cft", "no-guidance")}
+    assert paired["per_seed"] == [pytest.approx(ood["cft"] - ood["no-guidance"])] and paired["half_width"] != 0
+    assert set(results["paired"]) >= {"cft - original", "cft - object-masks", "object-masks - no-guidance"}
+    assert "## Paired differences" in report and "| cft - object-masks |" in report
 
 
 def test_demo_concepts_from_shipped_answers_without_llama_cpp(tmp_path, monkeypatch):
@@ -52,13 +58,13 @@ def test_demo_concepts_from_shipped_answers_without_llama_cpp(tmp_path, monkeypa
     (llama_cpp is made unimportable here, so a cache miss would fail)."""
     import sys
 
-    from cft.concepts.world import WorldConceptConfig, world_concepts
-    from cft.world import SyntheticWorld
-    from cft.world.segmenter import WorldSegmenter
+    from cft.concepts.world import world_concepts
+    from cft.demo import make_world
 
     monkeypatch.setitem(sys.modules, "llama_cpp", None)
-    world = SyntheticWorld(seed=0)
-    concepts = world_concepts(world, WorldConceptConfig(), tmp_path)
+    cfg = demo_config()
+    world = make_world(cfg)
+    concepts = world_concepts(world, cfg.concepts, tmp_path)
     assert set(concepts) == set(world.classes) and all(concepts.values())
     assert not (tmp_path / "concepts" / "llm-cache").exists()  # nothing had to be generated
     # every kept concept names a part that is drawn: the segmenter finds it on the class's images
@@ -66,7 +72,7 @@ def test_demo_concepts_from_shipped_answers_without_llama_cpp(tmp_path, monkeypa
     samples = [split.sample(i) for i in range(300)]
     for cls, names in concepts.items():
         own = [s for s in samples if world.classes[s["label"]] == cls][:10]
-        found = WorldSegmenter().segment(own, [names] * len(own))
+        found = cfg.concepts.make_segmenter().segment(own, [names] * len(own))
         for name in names:
             assert any(f[name][0].any() for f in found), (cls, name)
     stats = json.loads((tmp_path / "concepts" / "bank.stats.json").read_text())
@@ -84,6 +90,10 @@ def test_demo_concepts_from_shipped_answers_without_llama_cpp(tmp_path, monkeypa
         ({"world": {"bias": 2.0}}, "bias"),
         ({"world": {"colour": 1}}, "world"),
         ({"seeds": "zero"}, "seeds must be a list"),
+        ({"variants": ["cft", "concepts"]}, "unknown variant.*concepts.*cft-parts"),
+        ({"variants": ["cft", "cft"]}, "listed twice"),
+        ({"finetune": {"lrs": {"cft-part": 1e-4}}}, "finetune.lrs.cft-part: not a variant"),
+        ({"finetune": {"lrs": {"no-guidance": 0}}}, "finetune.lrs.no-guidance"),
     ],
 )
 def test_bad_demo_configs(overrides, match):
@@ -120,6 +130,30 @@ def test_quick_demo_with_all_baselines(tmp_path, capsys):
     assert "## Ranking by test-ood top-1" in report and "| rrda |" in report
     with pytest.raises(CftError, match="unknown baseline"):
         demo_config({"baselines": ["dropout"]})
+
+
+def test_variant_recipes_take_their_concepts_and_learning_rate(tmp_path):
+    """cft-parts fine-tunes on part_concepts, every other concept variant on concepts; `lrs` overrides `lr`."""
+    from cft.demo import variant_recipe
+
+    cfg = demo_config({**load_config_data("claim/colour", kind="demo"), "finetune": {"lrs": {"cft-parts": 5e-5}}})
+    checkpoint = tmp_path / "m.safetensors"
+    checkpoint.touch()  # the recipe checks that it exists; nothing reads it here
+    parts = variant_recipe(cfg, "cft-parts", 0, checkpoint)
+    cft = variant_recipe(cfg, "cft", 0, checkpoint)
+    assert parts.data.masks == cft.data.masks == "concepts"
+    assert parts.data.concepts.source == "parts" and "petal" in parts.data.concepts.exclude_parts
+    assert cft.data.concepts.source == "llm"
+    assert parts.train.optim.lr == 5e-5 and cft.train.optim.lr == cfg.finetune.lr
+    assert variant_recipe(cfg, "object-masks", 0, checkpoint).data.masks == "object"
+
+
+def test_variant_pairs_put_each_against_the_original_then_each_other():
+    from cft.demo.run import variant_pairs
+
+    pairs = variant_pairs(["cft", "cft-parts", "no-guidance"])
+    assert pairs[:3] == [("cft", "original"), ("cft-parts", "original"), ("no-guidance", "original")]
+    assert pairs[3:] == [("cft", "cft-parts"), ("cft", "no-guidance"), ("cft-parts", "no-guidance")]
 
 
 def test_shipped_model_is_found_by_its_config(tmp_path):

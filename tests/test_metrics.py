@@ -126,3 +126,36 @@ def test_relevance_peak_inside_against_a_loop():
         hits.append(bool(s.flat[best]))
     assert relevance_peak_inside(maps, masks) == pytest.approx(np.mean(hits))
     assert np.isnan(relevance_peak_inside(maps[:2], np.zeros((2, 6, 6), bool)))
+
+
+def test_t_interval_against_the_formula():
+    """Mean and half-width t(0.975, n-1) * s / sqrt(n), with t's quantiles from a table (n = 3 and 8)."""
+    from cft.evaluate.metrics import t_interval
+
+    for values, t975 in (([0.1, 0.3, 0.2], 4.302653), ([0.05, -0.02, 0.11, 0.0, 0.07, 0.03, 0.09, 0.01], 2.364624)):
+        n = len(values)
+        mean = sum(values) / n
+        s = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+        got = t_interval(values)
+        assert got["mean"] == pytest.approx(mean) and got["n"] == n
+        assert got["half_width"] == pytest.approx(t975 * s / n**0.5, rel=1e-5)
+    assert t_interval([0.4])["half_width"] != t_interval([0.4])["half_width"]  # NaN: one seed has no interval
+
+
+def test_paired_differences_against_a_loop():
+    from cft.evaluate.metrics import paired_differences, t_interval
+
+    rng = np.random.default_rng(0)
+    runs = [{v: {s: {"top1": float(rng.random())} for s in ("id", "ood")} for v in ("a", "b", "c")} for _ in range(5)]
+    got = paired_differences(runs, [("a", "b"), ("c", "a")], ["ood", "id"])
+    assert list(got) == ["a - b", "c - a"]
+    for (x, y), key in ((("a", "b"), "a - b"), (("c", "a"), "c - a")):
+        for split in ("id", "ood"):
+            diffs = [r[x][split]["top1"] - r[y][split]["top1"] for r in runs]
+            assert got[key][split]["per_seed"] == pytest.approx(diffs)
+            assert got[key][split]["mean"] == pytest.approx(np.mean(diffs))
+            assert got[key][split]["half_width"] == pytest.approx(t_interval(diffs)["half_width"])
+    # paired, not two independent means: a shift shared by both variants in every seed cancels out
+    shared = [{"a": {"ood": {"top1": 0.5 + k}}, "b": {"ood": {"top1": 0.4 + k}}} for k in (0.0, 0.3, -0.2)]
+    d = paired_differences(shared, [("a", "b")], ["ood"])["a - b"]["ood"]
+    assert d["mean"] == pytest.approx(0.1) and d["half_width"] == pytest.approx(0.0, abs=1e-9)

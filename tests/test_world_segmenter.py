@@ -1,4 +1,5 @@
-"""The world's segmenter: phrases to exact part masks through sentence embeddings."""
+"""The world's embedding segmenter: phrases to exact part masks through sentence embeddings (the vlm mode, the
+default, has its truth table in test_world_vocabulary.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def samples():
 
 def test_real_sentence_model_matches_parts(samples):
     car, bird = samples
-    seg = WorldSegmenter()
+    seg = WorldSegmenter(mode="embedding")
     assert isinstance(seg, Segmenter)
     out = seg.segment([car, bird], [["wheels", "a car window", "water"], ["pointed beak", "feathered wings"]])
     assert np.array_equal(out[0]["wheels"][0], car["part_masks"]["wheel"])
@@ -40,8 +41,8 @@ def test_threshold_with_a_known_similarity(samples):
     def sim(phrases, parts):
         return np.array([[0.7 if p == "wheel" else 0.1 for p in parts] for _ in phrases])
 
-    assert parts_found(WorldSegmenter(0.6, sim=sim), car, names) == {"x": True}
-    assert parts_found(WorldSegmenter(0.8, sim=sim), car, names) == {"x": False}
+    assert parts_found(WorldSegmenter(0.6, sim=sim, mode="embedding"), car, names) == {"x": True}
+    assert parts_found(WorldSegmenter(0.8, sim=sim, mode="embedding"), car, names) == {"x": False}
 
 
 def parts_found(seg, sample, names):

@@ -62,19 +62,24 @@ def run_demo_command(args: argparse.Namespace) -> int:
     cfg = demo_config(data, quick=args.quick)
     with exclusive_folder(args.out):
         results = run_demo(cfg, args.out, from_scratch=args.from_scratch, progress=not args.no_progress)
-    m = results["metrics"]
-    print(f"{'variant':14s} {'test-id':>8s} {'test-ood':>9s} {'test-flipped':>13s}")
-    for variant, splits in m.items():
-        print(
-            f"{variant:14s} "
-            + " ".join(
-                f"{splits[s]['top1']:>{w}.3f}" for s, w in (("test-id", 8), ("test-ood", 9), ("test-flipped", 13))
-            )
-        )
+    print_summary(results)
     print(
         f"wrote {Path(args.out) / 'results.json'}, {Path(args.out) / 'report.md'} ({results['timings']['total']:.0f} s)"
     )
     return 0
+
+
+def print_summary(results: dict) -> None:
+    """Each variant's top-1 (percent, ± the 95 % t half-width over seeds) and cft's paired differences."""
+    from cft.demo.report import format_interval as _ci
+
+    splits = ("test-id", "test-ood", "test-flipped")
+    print(f"{'variant':14s} " + " ".join(f"{s:>14s}" for s in splits))
+    for variant, row in results["interval"].items():
+        print(f"{variant:14s} " + " ".join(f"{_ci(row[s]):>14s}" for s in splits))
+    for pair, d in results["paired"].items():
+        if pair.startswith(("cft - ", "cft-parts - ")):
+            print(f"{pair}: test-ood {_ci(d['test-ood'], True)} points, test-id {_ci(d['test-id'], True)}")
 
 
 def run_decoy_command(args: argparse.Namespace, data: dict) -> int:

@@ -44,9 +44,9 @@ class WorldConceptConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     exclude_parts: list[str] | None = None  # source parts: parts that are no concept (null: body, shared by all)
     threshold: float = 0.5  # the embedding segmenter's phrase-to-part similarity threshold
-    # the world segmenter: embedding (a phrase gets its class's nearest part name at cosine >= threshold, even one
-    # that names nothing drawn) or vlm (a phrase read as an open-vocabulary detector reads it: cft.world.vocabulary)
-    segmenter: str = "embedding"
+    # the world segmenter: vlm (a phrase read as an open-vocabulary detector reads it: cft.world.vocabulary) or
+    # embedding (a phrase gets its class's nearest part name at cosine >= threshold, even one that names nothing)
+    segmenter: str = "vlm"
 
     def __post_init__(self) -> None:
         if self.source not in CONCEPT_SOURCES:

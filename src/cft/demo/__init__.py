@@ -6,7 +6,16 @@ masks from the world's segmenter -> fine-tune each variant on the same few image
 run.py (run_demo), report.py (figures and report.md).
 """
 
-from cft.demo.config import BASELINES, PREMISE, TEST_SPLITS, VARIANTS, DemoConfig, demo_config, make_world
+from cft.demo.config import (
+    BASELINES,
+    FINETUNED,
+    PREMISE,
+    TEST_SPLITS,
+    VARIANTS,
+    DemoConfig,
+    demo_config,
+    make_world,
+)
 from cft.demo.model import model_key, original_model, pretrain, shipped_models
 from cft.demo.run import (
     concept_masks,
@@ -23,6 +32,7 @@ from cft.demo.run import (
 
 __all__ = [
     "BASELINES",
+    "FINETUNED",
     "PREMISE",
     "TEST_SPLITS",
     "VARIANTS",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cft.concepts.world import WorldConceptConfig
@@ -17,6 +17,10 @@ from cft.world.training import (
 from cft.world.world import world_config
 
 VARIANTS = ("original", "cft", "object-masks", "no-guidance")
+
+# the variants `variants:` may list: cft with the bank's concepts, cft with each class's part names
+# (`part_concepts`), the object's mask under cft's loss, and fine-tuning without guidance
+FINETUNED = ("cft", "cft-parts", "object-masks", "no-guidance")
 
 # `cft demo --all-baselines`: every baseline objective of cft.train on the same images; all but erm are guided
 # by the object's mask (RobustViT's MSE on relevance, RRR's and GradMask's input-gradient penalties, RRDA's pastes).
@@ -74,6 +78,8 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     lr_decay: float = 0.85
     lr_decay_every: int = 2
+    # a variant's own learning rate, chosen on val like `lr` (variants not listed use `lr`)
+    lrs: dict[str, float] = field(default_factory=dict)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     object_objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     # ObjectiveConfig fields per baseline of --all-baselines. The penalty weights were chosen on val as lr was
@@ -102,9 +108,12 @@ class DemoConfig:
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     concepts: WorldConceptConfig = field(default_factory=WorldConceptConfig)
+    # the concepts of the cft-parts variant: each class's part names (no language model)
+    part_concepts: WorldConceptConfig = field(default_factory=lambda: WorldConceptConfig(source="parts"))
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    variants: list[str] = field(default_factory=lambda: ["cft", "object-masks", "no-guidance"])  # of FINETUNED
     baselines: list[str] = field(default_factory=list)  # any of BASELINES, run after the four variants
 
 
@@ -121,12 +130,22 @@ def demo_config(overrides: dict[str, Any] | None = None, quick: bool = False) ->
     unknown = [b for b in [*cfg.baselines, *cfg.finetune.baseline_settings] if b not in BASELINES]
     if unknown:
         raise CftError(f"demo config: unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
+    bad = [v for v in cfg.variants if v not in FINETUNED]
+    if bad or len(set(cfg.variants)) < len(cfg.variants):
+        what = f"unknown variant(s) {', '.join(bad)}" if bad else "a variant listed twice"
+        raise CftError(f"demo config variants: {what}; choose from {', '.join(FINETUNED)}")
     make_world(cfg)  # validate the world fields now
     if not cfg.seeds:
         raise CftError("demo config seeds must list at least one seed")
     f = cfg.finetune
     optim = OptimConfig(lr=f.lr, weight_decay=f.weight_decay, lr_decay=f.lr_decay, lr_decay_every=f.lr_decay_every)
     check_optim(optim, where="demo config finetune")
+    for variant, lr in f.lrs.items():
+        if variant not in (*FINETUNED, *BASELINES):
+            raise CftError(
+                f"demo config finetune.lrs.{variant}: not a variant; choose from {', '.join((*FINETUNED, *BASELINES))}"
+            )
+        check_optim(replace(optim, lr=lr), where=f"demo config finetune.lrs.{variant}")
     for name in ("epochs", "batch_size", "per_class", "pool"):
         if getattr(f, name) < 1:
             raise CftError(f"demo config finetune.{name} must be >= 1, got {getattr(f, name)}")
@@ -142,9 +161,19 @@ def make_world(cfg: DemoConfig) -> SyntheticWorld:
 
 
 # ---- fine-tuning and evaluation --------------------------------------------------------------------------
+def fine_tuned_variants(cfg: DemoConfig) -> list[str]:
+    """The variants a demo run fine-tunes, in order: `variants`, then `baselines`."""
+    return [*cfg.variants, *cfg.baselines]
+
+
+def variant_lr(cfg: DemoConfig, variant: str) -> float:
+    """The learning rate a variant fine-tunes with: its own in `finetune.lrs`, else `finetune.lr`."""
+    return cfg.finetune.lrs.get(variant, cfg.finetune.lr)
+
+
 def variant_objective(cfg: DemoConfig, variant: str) -> ObjectiveConfig:
     """The objective a demo variant fine-tunes with."""
-    if variant == "cft":
+    if variant in ("cft", "cft-parts"):
         return cfg.finetune.objective
     if variant == "object-masks":
         return cfg.finetune.object_objective

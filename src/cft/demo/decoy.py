@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,7 +25,7 @@ from cft.config import from_dict, load_config_data, merge, save_config, to_dict
 from cft.data.decoy import NEUTRAL, DecoyConfig, DecoyImages, DecoySource
 from cft.demo.report import relevance_grid
 from cft.errors import CftError
-from cft.evaluate.metrics import mean_std, relevance_share
+from cft.evaluate.metrics import mean_std, relevance_share, t_interval
 from cft.evaluate.oracle import predict_with_hidden_tokens
 from cft.io import write_bytes_atomic, write_json_atomic
 from cft.models import load_checkpoint
@@ -242,17 +241,6 @@ def epoch_trace(run: Path, model, split: EvalSplit, seen: set[int], every: int) 
     return rows
 
 
-def paired_interval(diffs: list[float]) -> dict[str, float]:
-    """Mean of per-seed differences and its 95 % t interval (half-width; NaN with one seed)."""
-    from scipy import stats
-
-    d = np.asarray(diffs, float)
-    if len(d) < 2:
-        return {"mean": float(d.mean()), "half_width": float("nan"), "n": len(d)}
-    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
-    return {"mean": float(d.mean()), "half_width": half, "n": len(d)}
-
-
 # ---- the run ---------------------------------------------------------------------------------------------
 def _key(recipe) -> str:
     return hashlib.sha256(json.dumps(to_dict(recipe), sort_keys=True).encode()).hexdigest()[:10]
@@ -349,7 +337,7 @@ def paired_table(per_seed: dict[int, dict[str, Any]], cfg: DecoyBenchConfig) -> 
             if v == ref:
                 continue
             table.setdefault(v, {})[f"vs {ref}"] = {
-                split: paired_interval([r[v][split]["top1"] - r[ref][split]["top1"] for r in per_seed.values()])
+                split: t_interval([r[v][split]["top1"] - r[ref][split]["top1"] for r in per_seed.values()])
                 for split in (id_split, ood_split)
             }
     return table

@@ -108,6 +108,21 @@ def _fmt(mean: float, std: float) -> str:
     return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
+def format_interval(interval: dict[str, float], sign: bool = False) -> str:
+    """A mean and its 95 % interval half-width in points (`sign`: with +/-)."""
+    mean = f"{100 * interval['mean']:+.1f}" if sign else f"{100 * interval['mean']:.1f}"
+    half = interval["half_width"]
+    return mean if half != half else f"{mean} ± {100 * half:.1f}"
+
+
+def paired_lines(paired: dict[str, dict[str, dict[str, float]]], splits: tuple[str, ...]) -> list[str]:
+    """The table of paired differences: one row per pair, one column per split."""
+    lines = ["| pair | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+    for pair, d in paired.items():
+        lines.append(f"| {pair} | " + " | ".join(format_interval(d[sp], sign=True) for sp in splits) + " |")
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     m, s = results["metrics"], results["std"]
     seeds = results["seeds"]
@@ -115,7 +130,8 @@ def markdown(results: dict[str, Any]) -> str:
         "# cft demo report",
         "",
         f"Original model: {results['original_model']}. Seeds (class subsets and fine-tuning images): {seeds}. "
-        "Figures are mean ± standard deviation over seeds, in percent.",
+        "Figures in percent: top-1 as the mean over seeds ± the half-width of its 95 % t interval; other figures "
+        "as mean ± standard deviation over seeds.",
         "",
         "## Top-1 and worst-group accuracy",
         "",
@@ -124,10 +140,20 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for v in m:
         cells = [
-            f"{_fmt(m[v][sp]['top1'], s[v][sp]['top1'])} | {_fmt(m[v][sp]['worst_group'], s[v][sp]['worst_group'])}"
+            f"{format_interval(results['interval'][v][sp])} | {_fmt(m[v][sp]['worst_group'], s[v][sp]['worst_group'])}"
             for sp in SPLIT_COLORS
         ]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Paired differences",
+        "",
+        "Top-1 of the first variant minus the second, in points, on the same images and seeds: the mean over seeds "
+        "± the half-width of the paired 95 % t interval over seeds (a difference whose interval excludes 0 is "
+        "significant at 5 %).",
+        "",
+        *paired_lines(results["paired"], tuple(SPLIT_COLORS)),
+    ]
     lines += ["", "## Seen vs unseen classes (test-ood top-1)", "", "| variant | seen | unseen |", "|---|---|---|"]
     for v in m:
         o, so = m[v]["test-ood"], s[v]["test-ood"]
@@ -177,16 +203,16 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {i} | {v} | {_fmt(m[v]['test-ood']['top1'], s[v]['test-ood']['top1'])} | "
             f"{_fmt(m[v]['test-id']['top1'], s[v]['test-id']['top1'])} |"
         )
-    ood = {v: m[v]["test-ood"]["top1"] for v in m}
-    d_id = m["cft"]["test-id"]["top1"] - m["original"]["test-id"]["top1"]
+    summary = [
+        f"{pair}: test-ood {format_interval(d['test-ood'], True)} points, test-id {format_interval(d['test-id'], True)}"
+        for pair, d in results["paired"].items()
+        if pair.startswith(("cft - ", "cft-parts - "))
+    ]
     lines += [
         "",
         "## Summary",
         "",
-        f"cft vs original: test-ood {100 * (ood['cft'] - ood['original']):+.1f} points, "
-        f"test-id {100 * d_id:+.1f} points. On test-ood, cft vs object-masks: "
-        f"{100 * (ood['cft'] - ood['object-masks']):+.1f}; cft vs no-guidance: "
-        f"{100 * (ood['cft'] - ood['no-guidance']):+.1f}.",
+        "; ".join(summary) + " (paired 95 % t intervals over seeds).",
         "",
         "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in results["timings"].items()),
         "",

@@ -18,10 +18,11 @@ from cft.data.fewshot import select_few_shot
 from cft.demo.config import (
     PREMISE,
     TEST_SPLITS,
-    VARIANTS,
     DemoConfig,
     EvalConfig,
+    fine_tuned_variants,
     make_world,
+    variant_lr,
     variant_objective,
 )
 from cft.demo.model import model_key, original_model
@@ -29,10 +30,12 @@ from cft.demo.report import write_report
 from cft.evaluate.metrics import (
     group_accuracies,
     mean_std,
+    paired_differences,
     relevance_alignment,
     relevance_peak_inside,
     relevance_rank_accuracy,
     relevance_share,
+    t_interval,
 )
 from cft.evaluate.oracle import predict_with_hidden_tokens
 from cft.io import write_json_atomic
@@ -76,7 +79,7 @@ def variant_recipe(cfg: DemoConfig, variant: str, seed: int, checkpoint: Path) -
     f = cfg.finetune
     objective = variant_objective(cfg, variant)
     needs_mask = build_objective(objective).needs_mask
-    masks = "concepts" if variant == "cft" else "object" if needs_mask else "none"
+    masks = "concepts" if variant in ("cft", "cft-parts") else "object" if needs_mask else "none"
     data = {
         "source": "world",
         "world": dict(cfg.world),
@@ -85,10 +88,15 @@ def variant_recipe(cfg: DemoConfig, variant: str, seed: int, checkpoint: Path) -
         "val_split": None,
         "few_shot": {"per_class": f.per_class, "class_fraction": f.class_fraction, "seed": seed},
         "masks": masks,
-        "concepts": to_dict(cfg.concepts),
+        "concepts": to_dict(cfg.part_concepts if variant == "cft-parts" else cfg.concepts),
         "flip": True,
     }
-    optim = {"lr": f.lr, "weight_decay": f.weight_decay, "lr_decay": f.lr_decay, "lr_decay_every": f.lr_decay_every}
+    optim = {
+        "lr": variant_lr(cfg, variant),
+        "weight_decay": f.weight_decay,
+        "lr_decay": f.lr_decay,
+        "lr_decay_every": f.lr_decay_every,
+    }
     return recipe_from_dict(
         {
             "model": {"name": WORLD_VIT, "checkpoint": str(checkpoint), **to_dict(cfg.model)},
@@ -228,6 +236,13 @@ def load_tests(
     return tests
 
 
+def variant_pairs(variants: list[str]) -> list[tuple[str, str]]:
+    """The paired comparisons of a run: each fine-tuned variant against the original, then every two fine-tuned
+    variants in the order they ran (the earlier one first)."""
+    pairs = [(v, "original") for v in variants]
+    return pairs + [(a, b) for i, a in enumerate(variants) for b in variants[i + 1 :]]
+
+
 def run_demo(
     cfg: DemoConfig, out: str | Path, from_scratch: bool = False, progress: bool = True, log=print
 ) -> dict[str, Any]:
@@ -246,6 +261,10 @@ def run_demo(
     t = time.perf_counter()
     concepts = world_concepts(world, cfg.concepts, out)
     log("concepts: " + "; ".join(f"{c}: {', '.join(v)}" for c, v in concepts.items()))
+    variants = fine_tuned_variants(cfg)
+    parts = world_concepts(world, cfg.part_concepts, out) if "cft-parts" in variants else None
+    if parts is not None:
+        log("part concepts: " + "; ".join(f"{c}: {', '.join(v)}" for c, v in parts.items()))
     timings["concepts"] = time.perf_counter() - t
     t = time.perf_counter()
     segmenter = cfg.concepts.make_segmenter()
@@ -267,9 +286,10 @@ def run_demo(
         t = time.perf_counter()
         results = {"original": evaluate_model(original, tests, seen, cfg.evaluate, train_groups)}
         t_eval += time.perf_counter() - t
-        for variant in (*VARIANTS[1:], *cfg.baselines):
+        for variant in variants:
             t = time.perf_counter()
-            run = out / "runs" / f"seed{seed}" / f"{variant}-{run_key(cfg, origin, concepts, sel.to_dict())}"
+            key = run_key(cfg, origin, parts if variant == "cft-parts" else concepts, sel.to_dict())
+            run = out / "runs" / f"seed{seed}" / f"{variant}-{key}"
             model = finetune_variant(cfg, variant, seed, checkpoint, run, progress)
             t_ft += time.perf_counter() - t
             t = time.perf_counter()
@@ -284,11 +304,16 @@ def run_demo(
     results = {
         "metrics": mean,
         "std": std,
+        "interval": {
+            v: {s: t_interval([r[v][s]["top1"] for r in per_seed.values()]) for s in TEST_SPLITS} for v in mean
+        },
+        "paired": paired_differences(list(per_seed.values()), variant_pairs(variants), TEST_SPLITS),
         "diagnostics": diagnostics(mean),
         "per_seed": {str(s): r for s, r in per_seed.items()},
         "seeds": list(cfg.seeds),
         "selections": {str(s): v for s, v in selections.items()},
         "concepts": concepts,
+        "part_concepts": parts,
         "original_model": origin,
         "timings": timings,
         "config": to_dict(cfg),

@@ -147,3 +147,32 @@ def mean_std(runs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[st
             mean[key] = float(np.mean(finite)) if finite else float("nan")
             std[key] = float(np.std(finite)) if len(finite) > 1 else (0.0 if finite else float("nan"))
     return mean, std
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> dict[str, float]:
+    """The mean of `values` (one per seed) and the half-width of its Student t interval at `level` (NaN for
+    one value). Given per-seed differences of two variants on the same images, it is the paired t interval."""
+    from scipy import stats
+
+    v = np.asarray(values, float)
+    if len(v) < 2:
+        return {"mean": float(v.mean()), "half_width": float("nan"), "n": len(v)}
+    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return {"mean": float(v.mean()), "half_width": half, "n": len(v)}
+
+
+def paired_differences(
+    per_seed: Sequence[Mapping[str, Mapping[str, Mapping[str, Any]]]],
+    pairs: Sequence[tuple[str, str]],
+    splits: Sequence[str],
+    key: str = "top1",
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """For each pair (a, b) of variants and each split: a's `key` minus b's per seed (runs[variant][split][key]),
+    their mean and paired 95 % t interval, and the per-seed differences."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for a, b in pairs:
+        out[f"{a} - {b}"] = {}
+        for split in splits:
+            diffs = [float(r[a][split][key] - r[b][split][key]) for r in per_seed]
+            out[f"{a} - {b}"][split] = {**t_interval(diffs), "per_seed": diffs}
+    return out

@@ -1,11 +1,10 @@
 """The synthetic world's segmenters: a concept phrase to the exact mask of what it names.
 
-`mode="vlm"` reads a phrase as an open-vocabulary detector would (cft.world.vocabulary): a drawn part (or a
-synonym, or a group of parts) gives its mask, a name of the object or of its kind the whole object, a context
-phrase the background where the world draws that texture, anything else nothing. `mode="embedding"` (the default
-for now: the shipped demo's figures were measured with it) is the first world segmenter: the class's best-matching
-part name by sentence-embedding cosine at or above `threshold`, which gives a part's mask even to phrases that name
-no drawn part ("bicycle" in a car). Same interface as the real open-vocabulary segmenters, so one pipeline runs on
+`mode="vlm"` (the default) reads a phrase as an open-vocabulary detector would (cft.world.vocabulary): a drawn part
+(or a synonym, or a group of parts) gives its mask, a name of the object or of its kind the whole object, a context
+phrase the background where the world draws that texture, anything else nothing. `mode="embedding"` is the first
+world segmenter, kinder than any VLM: the class's best-matching part name by sentence-embedding cosine at or above
+`threshold`, which gives a part's mask even to phrases that name no drawn part ("bicycle" in a car). Same interface as the real open-vocabulary segmenters, so one pipeline runs on
 both.
 """
 
@@ -35,7 +34,7 @@ class WorldSegmenter:
         threshold: float = 0.5,
         text_model: str = DEFAULT_TEXT_MODEL,
         sim: Similarity | None = None,
-        mode: str = "embedding",
+        mode: str = "vlm",
     ):
         if not 0.0 <= threshold <= 1.0:
             raise CftError(f"segmenter threshold must be in [0, 1], got {threshold}")
