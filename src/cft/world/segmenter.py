@@ -4,8 +4,8 @@
 (or a synonym, or a group of parts) gives its mask, a name of the object or of its kind the whole object, a context
 phrase the background where the world draws that texture, anything else nothing. `mode="embedding"` is the first
 world segmenter, kinder than any VLM: the class's best-matching part name by sentence-embedding cosine at or above
-`threshold`, which gives a part's mask even to phrases that name no drawn part ("bicycle" in a car). Same interface as the real open-vocabulary segmenters, so one pipeline runs on
-both.
+`threshold`, which gives a part's mask even to phrases that name no drawn part ("bicycle" in a car).
+Same interface as the real open-vocabulary segmenters, so one pipeline runs on both.
 """
 
 from __future__ import annotations
