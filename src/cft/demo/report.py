@@ -25,12 +25,12 @@ def _tile(a: np.ndarray, scale: int = SCALE) -> Image.Image:
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
 
 
-FIGURE_VARIANTS = ("original", "cft", "object-masks", "no-guidance")
+FIGURE_VARIANTS = ("original", "cft", "cft-parts", "object-masks", "no-guidance")
 
 
 def class_grid(world, tests, models, concepts, out: Path) -> Path:
     """Rows: one test-ood image per class. Columns: image | concept mask | cue | the relevance of each of
-    original, cft, object-masks and no-guidance (those that ran) on that same image."""
+    original, cft, cft-parts, object-masks and no-guidance (those that ran) on that same image."""
     t = tests["test-ood"]
     idx = [int(np.flatnonzero(t["labels"][: len(t["concept_masks"])] == c)[0]) for c in range(len(world.classes))]
     x = t["images"][idx]
