@@ -284,7 +284,7 @@ def _fashion_mnist_root() -> str | None:
     _fashion_mnist_root() is None, reason="no Fashion-MNIST idx files (apt-get install dataset-fashion-mnist)"
 )
 def test_the_shipped_model_meets_the_premise_on_the_real_test_file():
-    """The premise the README reports, on the first 2,000 test images: the garments known, the square leaned on."""
+    """The premise docs/decoy.md reports, on the first 2,000 test images: the garments known, the square leaned on."""
     from cft.demo.decoy import decoy_bench_config, original_checkpoint, predict
     from cft.models import load_checkpoint
 
