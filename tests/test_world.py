@@ -39,7 +39,7 @@ def test_world_names(world):
     )
     assert "wheel" in world.part_names("car") and "beak" in world.part_names(0)
     assert all(len(world.part_names(c)) >= 3 for c in world.classes)
-    assert [world.own_background(c) for c in range(10)] == list(range(10))
+    assert [world.own_cue(c) for c in range(10)] == list(range(10))
 
 
 @pytest.mark.parametrize("name", list(CATEGORIES))
@@ -138,9 +138,9 @@ def test_ood_and_flipped_splits(world):
 
 
 def test_bias_extremes_and_metadata_matches_samples():
-    world = SyntheticWorld(num_classes=4, num_backgrounds=4, bias=1.0)
+    world = SyntheticWorld(num_classes=4, num_cue_values=4, bias=1.0)
     assert _own_fraction(world.split("train", 200)) == 1.0
-    world = SyntheticWorld(num_classes=4, num_backgrounds=4, bias=0.0)
+    world = SyntheticWorld(num_classes=4, num_cue_values=4, bias=0.0)
     split = world.split("val", 12)
     assert _own_fraction(split) == 0.0
     labels, backgrounds = split.labels_and_backgrounds()
@@ -214,8 +214,9 @@ def test_contact_sheet(world):
         ({"bias": 1.5}, "bias"),
         ({"bias": -0.1}, "bias"),
         ({"num_classes": 11}, "num_classes"),
-        ({"num_classes": 8, "num_backgrounds": 6}, "num_classes"),
-        ({"num_backgrounds": 13}, "num_backgrounds"),
+        ({"num_classes": 8, "num_cue_values": 6}, "num_classes"),
+        ({"num_cue_values": 13}, "num_cue_values"),
+        ({"num_backgrounds": 12}, "num_backgrounds was renamed: write num_cue_values"),
         ({"image_size": 16}, "image_size"),
         ({"seed": -1}, "seed"),
         ({"scale_range": (0.9, 0.5)}, "scale_range"),
@@ -350,7 +351,7 @@ def test_mark_cache_round_trip(marked, tmp_path):
         ({"cue": "mark", "mark_size": 1}, "mark_size"),
         ({"neutral_cue": 1.5}, "neutral_cue"),
         ({"context_only": 0.6, "neutral_cue": 0.6}, "neutral_cue"),
-        ({"num_classes": 4, "num_backgrounds": 4, "neutral_cue": 0.2}, "neutral_cue"),
+        ({"num_classes": 4, "num_cue_values": 4, "neutral_cue": 0.2}, "neutral_cue"),
     ],
 )
 def test_bad_cue_config_names_the_field(overrides, field):
@@ -360,7 +361,7 @@ def test_bad_cue_config_names_the_field(overrides, field):
 
 def test_neutral_split_needs_neutral_values():
     with pytest.raises(CftError, match="neutral"):
-        SyntheticWorld(num_classes=4, num_backgrounds=4).split("test-ood", 5, neutral_cue=True)
+        SyntheticWorld(num_classes=4, num_cue_values=4).split("test-ood", 5, neutral_cue=True)
 
 
 def test_colour_cue_paints_the_carrier():
@@ -386,3 +387,10 @@ def test_colour_cue_paints_the_carrier():
         np.testing.assert_array_equal(s["image"][:, outside], n["image"][:, outside])  # neutral: only the carrier
         assert n["cue"] >= len(world.classes)
     assert 5 <= hidden <= 20
+
+
+def test_a_config_written_before_a_rename_says_what_to_write():
+    from cft.demo import demo_config
+
+    with pytest.raises(CftError, match=r"demo config world\.num_backgrounds was renamed: write num_cue_values"):
+        demo_config({"world": {"num_backgrounds": 12}})

@@ -8,7 +8,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ def _default_sizes() -> dict[str, int]:
 class WorldConfig:
     """Everything that defines a world; the same config (and seed) always gives the same samples.
 
-    The spurious cue (`cue`) takes one of `num_backgrounds` values; values below num_classes belong to a class,
+    The spurious cue (`cue`) takes one of `num_cue_values` values; values below num_classes belong to a class,
     the others are neutral. `cue="background"`: the value is the background texture. `cue="mark"`: the value is
     the colour of a `mark_size`-pixel square mark drawn on the object (`mark_place="object"`: inside its
     silhouette, so an object mask cannot exclude it, but off the named parts) or beside it
@@ -71,9 +71,11 @@ class WorldConfig:
     jittered; `bg_tiles` precomputed tiles per background and split).
     """
 
+    RENAMED: ClassVar[dict[str, str]] = {"num_backgrounds": "num_cue_values"}
+
     image_size: int = 64
     num_classes: int = 10
-    num_backgrounds: int = 12
+    num_cue_values: int = 12  # background textures (cue background) or colours (mark, colour); textures drawn too
     bias: float = 0.95
     context_only: float = 0.0
     neutral_cue: float = 0.0
@@ -133,14 +135,14 @@ def _check_config(c: WorldConfig) -> None:
             f"must be an integer in [2, {len(CATEGORIES)}] (the object categories available)",
             c.num_classes,
         )
-    if not isinstance(c.num_backgrounds, int) or not 2 <= c.num_backgrounds <= len(TEXTURES):
+    if not isinstance(c.num_cue_values, int) or not 2 <= c.num_cue_values <= len(TEXTURES):
         _fail(
-            "num_backgrounds", f"must be an integer in [2, {len(TEXTURES)}] (the textures available)", c.num_backgrounds
+            "num_cue_values", f"must be an integer in [2, {len(TEXTURES)}] (the textures available)", c.num_cue_values
         )
-    if c.num_classes > c.num_backgrounds:
+    if c.num_classes > c.num_cue_values:
         _fail(
             "num_classes",
-            f"must not exceed num_backgrounds={c.num_backgrounds} (each class needs its own)",
+            f"must not exceed num_cue_values={c.num_cue_values} (each class needs its own)",
             c.num_classes,
         )
     if not 0.0 <= c.bias <= 1.0:
@@ -151,17 +153,17 @@ def _check_config(c: WorldConfig) -> None:
         _fail("neutral_cue", "must be a probability in [0, 1]", c.neutral_cue)
     if c.context_only + c.neutral_cue > 1.0:
         _fail("neutral_cue", f"plus context_only={c.context_only} must not exceed 1", c.neutral_cue)
-    if c.neutral_cue > 0 and c.num_backgrounds <= c.num_classes:
-        _fail("neutral_cue", "needs neutral cue values: num_backgrounds must exceed num_classes", c.neutral_cue)
+    if c.neutral_cue > 0 and c.num_cue_values <= c.num_classes:
+        _fail("neutral_cue", "needs neutral cue values: num_cue_values must exceed num_classes", c.neutral_cue)
     if c.cue not in CUES:
         _fail("cue", f"must be one of {', '.join(CUES)}", c.cue)
     if c.mark_place not in MARK_PLACES:
         _fail("mark_place", f"must be one of {', '.join(MARK_PLACES)}", c.mark_place)
-    if c.cue != "background" and c.num_backgrounds > len(MARK_COLOURS):
+    if c.cue != "background" and c.num_cue_values > len(MARK_COLOURS):
         _fail(
-            "num_backgrounds",
+            "num_cue_values",
             f"must be at most {len(MARK_COLOURS)} (the cue colours) with cue={c.cue!r}",
-            c.num_backgrounds,
+            c.num_cue_values,
         )
     if not isinstance(c.mark_size, int) or not 2 <= c.mark_size <= c.image_size // 2:
         _fail("mark_size", "must be an integer in [2, image_size / 2]", c.mark_size)
@@ -236,11 +238,13 @@ class SyntheticWorld:
     def __init__(self, config: WorldConfig | None = None, **overrides: Any) -> None:
         config = config or WorldConfig()
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(WorldConfig)})
+        for old in set(unknown) & set(WorldConfig.RENAMED):
+            raise CftError(f"WorldConfig field {old} was renamed: write {WorldConfig.RENAMED[old]} instead")
         if unknown:
             raise CftError(f"unknown WorldConfig field(s): {', '.join(unknown)}")
         self.config = dataclasses.replace(config, **overrides) if overrides else config
         self.classes: tuple[str, ...] = tuple(CATEGORIES)[: self.config.num_classes]
-        self.backgrounds: tuple[str, ...] = tuple(TEXTURES)[: self.config.num_backgrounds]
+        self.backgrounds: tuple[str, ...] = tuple(TEXTURES)[: self.config.num_cue_values]
         table: list[tuple[int, str]] = [(-1, "background")]
         for c, name in enumerate(self.classes):
             table.extend((c, part) for part in CATEGORIES[name].parts)
@@ -270,15 +274,15 @@ class SyntheticWorld:
         """The part names of a class, in drawing (z) order."""
         return CATEGORIES[self.classes[self.class_index(cls)]].parts
 
-    def own_background(self, cls: int | str) -> int:
-        """The cue value a class is correlated with in the biased splits (its background, or mark colour)."""
+    def own_cue(self, cls: int | str) -> int:
+        """The cue value a class is correlated with in the biased splits (its background, mark or carrier colour)."""
         return self.class_index(cls)
 
     def neutral_value(self, index: int) -> int:
         """The neutral cue value that sample `index` takes when its cue is neutralised."""
         neutral = len(self.backgrounds) - len(self.classes)
         if neutral <= 0:
-            raise CftError("this world has no neutral cue value: num_backgrounds must exceed num_classes")
+            raise CftError("this world has no neutral cue value: num_cue_values must exceed num_classes")
         return len(self.classes) + index % neutral
 
     def split(self, name: str, n: int | None = None, neutral_cue: bool = False) -> WorldSplit:
