@@ -207,7 +207,6 @@ def finetune_row(size: dict, device: torch.device, tmp: Path) -> dict:
         f"train.batch_size={batch}",
         f"train.device={device}",
         "train.select_by=last",
-        "train.num_workers=2",
     ]
     (tmp / "recipe.yaml").write_text("{}\n")  # every field from --set
     t0 = time.perf_counter()

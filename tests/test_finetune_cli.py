@@ -104,6 +104,8 @@ def test_resume_and_rerun(config, tmp_path, capsys):
         (["data.world.colour=1"], ["data.world", "colour"]),
         (["model.checkpoint=nowhere.safetensors"], ["model.checkpoint"]),
         (["train.select_by=val_f1"], ["train.select_by"]),
+        (["train.num_workers=2"], ["train.num_workers was removed", "delete it"]),
+        (["data.world.num_backgrounds=12"], ["data.world.num_backgrounds was renamed: write num_cue_values"]),
     ],
 )
 def test_bad_configs_name_the_field(config, tmp_path, capsys, sets, needles):

@@ -74,9 +74,12 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     renamed = getattr(cls, "RENAMED", {})  # old key -> new key: a config written before a rename says what to write
+    removed = getattr(cls, "REMOVED", {})  # old key -> why it went
     for old in unknown:
         if old in renamed:
             raise CftError(f"{where}.{old} was renamed: write {renamed[old]} instead")
+        if old in removed:
+            raise CftError(f"{where}.{old} was removed ({removed[old]}): delete it")
     if unknown:
         raise CftError(f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)

@@ -33,8 +33,6 @@ WORLD_VIT = "world-vit"
 RESUMABLE_CHANGES = (
     "train.epochs",
     "train.progress",
-    "train.log_every_steps",
-    "train.num_workers",
     "train.eval_batch_size",
     "train.save_every_steps",
 )

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -52,6 +52,11 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    REMOVED: ClassVar[dict[str, str]] = {
+        "num_workers": "the trainer batches its in-memory datasets itself and never used it",
+        "log_every_steps": "the progress bar shows every step; it was never read",
+    }
+
     epochs: int = 50
     batch_size: int = 8
     seed: int = 0
@@ -60,9 +65,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     save_every_steps: int = 0  # also save a resumable state every N steps (0: at epoch ends only)
     keep_epoch_checkpoints: bool = False
-    log_every_steps: int = 10
     progress: bool = True
-    num_workers: int = 0
     device: str = "auto"  # auto: cuda (this rank's LOCAL_RANK under torchrun) when available, else cpu
     amp: str = "auto"  # auto: bf16 autocast on CUDA devices that support it | bf16 | none
     # parameters trained, as fnmatch patterns of their names (e.g. "blocks.*.attn.*"); null: all. The others are
@@ -234,15 +237,6 @@ class Trainer:
 
     def _autocast(self):
         return autocast(self.device, self.cfg.amp)
-
-    @torch.no_grad()
-    def predict(self, dataset: Dataset) -> torch.Tensor:
-        """Logits for every item of `dataset`, in order."""
-        self.model.eval()
-        outs = []
-        for idx in _chunks(list(range(len(dataset))), self.cfg.eval_batch_size):
-            outs.append(self.model(self._to_device(self.eval_collate([dataset[i] for i in idx]))["image"]).cpu())
-        return torch.cat(outs)
 
     def evaluate(self, dataset: Dataset) -> dict[str, float]:
         """The objective's terms (no update) and top-1 on `dataset`, in eval mode (sharded across ranks)."""
