@@ -27,7 +27,8 @@ from cft.concepts.world import world_concepts
 from cft.config import load_config_data, merge, parse_overrides
 from cft.demo import concept_masks, demo_config, finetune_variant, make_world, original_model, predict
 from cft.evaluate.metrics import relevance_peak_inside, relevance_share
-from cft.world.training import relevance_maps, split_images
+from cft.world.datasets import split_images
+from cft.world.model import relevance_maps
 
 MAX_COST = 0.01  # the demo's rule: at most 1 point of val top-1 below the original model
 

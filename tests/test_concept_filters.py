@@ -105,7 +105,7 @@ def test_empty_class_and_bad_config():
 
 
 def test_real_minilm():
-    from cft.text import similarity
+    from cft.sentences import similarity
 
     names = ["goldfish", "goldfish fish", "orange scales", "bird wing", "bird wings", "fish bowl", "wing", "wings"]
     out = filter_bank(bank_of(goldfish=names), ["goldfish", "tabby cat", "airliner"], FilterConfig())

@@ -198,7 +198,7 @@ def test_pretraining_stream_draws_new_decoys_each_epoch(tree, tmp_path):
 def test_benchmark_runs_and_pairs_seeds(tree, tmp_path):
     from cft.demo.decoy import decoy_bench_config, run_decoy_benchmark
     from cft.models import save_checkpoint
-    from cft.world.training import WorldModelConfig
+    from cft.world.model import WorldModelConfig
 
     model_cfg = {"depth": 1, "embed_dim": 16, "num_heads": 2, "patch_size": 4}
     torch.manual_seed(0)
@@ -239,7 +239,7 @@ def test_benchmark_runs_and_pairs_seeds(tree, tmp_path):
 def test_cli_demo_decoy(tree, tmp_path, capsys):
     from cft.cli import main
     from cft.models import save_checkpoint
-    from cft.world.training import WorldModelConfig
+    from cft.world.model import WorldModelConfig
 
     model = {"depth": 1, "embed_dim": 16, "num_heads": 2, "patch_size": 4}
     ckpt = save_checkpoint(WorldModelConfig(**model).create(10, 28), tmp_path / "orig.safetensors")

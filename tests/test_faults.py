@@ -181,7 +181,7 @@ def test_concepts_number_flags_are_checked_when_parsed(tmp_path, capsys, argv, f
 
 
 def test_finetune_refuses_a_nan_starting_checkpoint(files, tmp_path, capsys):
-    from cft.world.training import WorldModelConfig
+    from cft.world.model import WorldModelConfig
 
     world = tmp_path / "w.safetensors"
     model = WorldModelConfig(depth=1).create(10, 32)

@@ -13,7 +13,7 @@ from cft.errors import CftError
 from cft.losses import CFTLoss, consistency
 from cft.train import ObjectiveConfig, build_objective
 from cft.train.trainer import trainable_parameters
-from cft.world.training import WorldModelConfig
+from cft.world.model import WorldModelConfig
 
 
 def kl_by_hand(logits: torch.Tensor, reference: torch.Tensor, t: float) -> float:

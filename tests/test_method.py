@@ -12,8 +12,8 @@ import torch
 
 from cft.demo import concept_masks, demo_config, finetune_variant, make_world, original_model, predict
 from cft.evaluate.metrics import relevance_share
+from cft.world.model import relevance_maps
 from cft.world.segmenter import WorldSegmenter
-from cft.world.training import relevance_maps
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 
 from cft.concepts.bank import ConceptBank
 from cft.errors import CftError
-from cft.text import DEFAULT_TEXT_MODEL, similarity
+from cft.sentences import DEFAULT_TEXT_MODEL, similarity
 
 Similarity = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 

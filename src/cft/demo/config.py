@@ -11,9 +11,7 @@ from cft.errors import CftError
 from cft.train import ObjectiveConfig, build_objective
 from cft.train.trainer import OptimConfig, check_optim
 from cft.world import SyntheticWorld
-from cft.world.training import (
-    WorldModelConfig,
-)
+from cft.world.model import WorldModelConfig
 from cft.world.world import world_config
 
 VARIANTS = ("original", "cft", "object-masks", "no-guidance")

@@ -31,7 +31,7 @@ from cft.io import write_bytes_atomic, write_json_atomic
 from cft.models import load_checkpoint
 from cft.train.recipe import WORLD_VIT, recipe_from_dict, run_finetune
 from cft.train.trainer import STATE_FILE
-from cft.world.training import WorldModelConfig, normalize, relevance_maps
+from cft.world.model import WorldModelConfig, normalize, relevance_maps
 
 SHIPPED = {"fashion-mnist": "decoy_fashion_mnist_vit.safetensors"}
 PRETRAIN_RECIPES = {"fashion-mnist": "decoy/fashion-mnist-pretrain"}

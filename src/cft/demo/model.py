@@ -16,11 +16,7 @@ from cft.errors import CftError
 from cft.models import load_checkpoint, save_checkpoint
 from cft.train import ObjectiveConfig, OptimConfig, TrainConfig, Trainer, build_objective
 from cft.world import SyntheticWorld
-from cft.world.training import (
-    ArrayDataset,
-    WorldStream,
-    make_collate,
-)
+from cft.world.datasets import ArrayDataset, WorldStream, make_collate
 from cft.world.world import world_config
 
 SHIPPED_MODELS = "world_vit*.safetensors"  # in cft/assets: each records the model_key it was made with

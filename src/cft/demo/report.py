@@ -34,7 +34,7 @@ def class_grid(world, tests, models, concepts, out: Path) -> Path:
     t = tests["test-ood"]
     idx = [int(np.flatnonzero(t["labels"][: len(t["concept_masks"])] == c)[0]) for c in range(len(world.classes))]
     x = t["images"][idx]
-    from cft.world.training import relevance_maps
+    from cft.world.model import relevance_maps
 
     variants = [v for v in FIGURE_VARIANTS if v in models]
     maps = {v: relevance_maps(models[v], x) for v in variants}

@@ -45,12 +45,9 @@ from cft.train.recipe import WORLD_VIT, FinetuneRecipe, recipe_from_dict, run_fi
 from cft.train.recipe import world_concept_masks as concept_masks
 from cft.train.trainer import STATE_FILE
 from cft.world import SyntheticWorld
+from cft.world.datasets import split_images
+from cft.world.model import normalize, relevance_maps
 from cft.world.segmenter import WorldSegmenter
-from cft.world.training import (
-    normalize,
-    relevance_maps,
-    split_images,
-)
 
 
 def run_key(cfg: DemoConfig, origin: str, concepts: dict[str, list[str]], selection: dict[str, Any]) -> str:

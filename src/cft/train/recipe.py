@@ -44,7 +44,7 @@ class ModelSection:
     pretrained: bool = False  # timm models only: hub weights (needs the network)
     checkpoint: str | None = None  # weights to start from (.safetensors or .pt)
     kwargs: dict[str, Any] = field(default_factory=dict)  # timm models only: extra timm.create_model arguments
-    depth: int = 4  # world-vit only, as cft.world.training.WorldModelConfig
+    depth: int = 4  # world-vit only, as cft.world.model.WorldModelConfig
     embed_dim: int = 128
     num_heads: int = 4
     patch_size: int = 8
@@ -198,7 +198,7 @@ def make_world(recipe: FinetuneRecipe):
 def build_model(recipe: FinetuneRecipe, num_classes: int, image_size: int) -> nn.Module:
     """The model of `recipe.model` for `num_classes` classes at `image_size`, from its checkpoint if one is set."""
     from cft.models import load_checkpoint, load_model, size_kwargs
-    from cft.world.training import WorldModelConfig
+    from cft.world.model import WorldModelConfig
 
     m = recipe.model
     if m.name == WORLD_VIT:
@@ -244,7 +244,7 @@ def world_concept_masks(
 
 def _world_dataset(world, split, indices: Sequence[int], masks: str, concepts: dict[str, list[str]] | None, segmenter):
     """Images, labels and (unless masks is "none") guidance masks of the samples `indices` of `split`."""
-    from cft.world.training import ArrayDataset
+    from cft.world.datasets import ArrayDataset
 
     images, labels, out = [], [], []
     for start in range(0, len(indices), 256):  # in chunks: part masks of many samples take memory
@@ -267,7 +267,7 @@ def build_data(recipe: FinetuneRecipe, world, needs_mask: bool, out: Path | None
     masks = d.masks if needs_mask else "none"
     segmenter, concepts = None, None
     if masks == "concepts":
-        from cft.text import embed
+        from cft.sentences import embed
 
         segmenter = d.concepts.make_segmenter()
         embed(sorted({p for c in world.classes for p in world.part_names(c)}))  # one batch: concepts are part names
@@ -337,7 +337,7 @@ class SourceData:
 
 
 def _world_source(recipe: FinetuneRecipe, needs_mask: bool, out: Path) -> SourceData:
-    from cft.world.training import make_collate
+    from cft.world.datasets import make_collate
 
     world = make_world(recipe)
     classes = list(world.classes)
@@ -354,7 +354,7 @@ def _decoy_source(recipe: FinetuneRecipe, needs_mask: bool, out: Path) -> Source
     of train_split without few_shot (its decoys drawn anew each epoch), else a few-shot set of its first n_train."""
     from cft.data.decoy import DecoySource, DecoyStream
     from cft.data.fewshot import select_few_shot
-    from cft.world.training import ArrayDataset, make_collate
+    from cft.world.datasets import ArrayDataset, make_collate
 
     d = recipe.data
     source = DecoySource(d.decoy)

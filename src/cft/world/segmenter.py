@@ -17,7 +17,7 @@ import numpy as np
 
 from cft.errors import CftError
 from cft.segmenter import PhraseMasks
-from cft.text import DEFAULT_TEXT_MODEL, similarity
+from cft.sentences import DEFAULT_TEXT_MODEL, similarity
 from cft.world.vocabulary import CONTEXT_NAMES, read_phrase
 
 Similarity = Callable[[Sequence[str], Sequence[str]], np.ndarray]

@@ -1,58 +1,23 @@
-"""World samples as training batches, and the small ViT the demo pretrains on the world."""
+"""World samples as training data: a split's images as one tensor, in-memory and streaming datasets, and the
+collate that normalises (and flips) a batch."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import Dataset
 
-from cft.models import load_model
-from cft.relevance import relevance, upsample
-
-MEAN, STD = 0.5, 0.5
+from cft.world.model import normalize
+from cft.world.world import SyntheticWorld, WorldSplit
 
 
-@dataclass
-class WorldModelConfig:
-    """A small timm ViT for the world's images (random init; the demo pretrains it)."""
-
-    depth: int = 4
-    embed_dim: int = 128
-    num_heads: int = 4
-    patch_size: int = 8
-
-    def create(self, num_classes: int, image_size: int) -> nn.Module:
-        return load_model(
-            "vit_tiny_patch16_224",
-            img_size=image_size,
-            patch_size=self.patch_size,
-            depth=self.depth,
-            embed_dim=self.embed_dim,
-            num_heads=self.num_heads,
-            num_classes=num_classes,
-        )
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) to the model's input: (x / 255 - 0.5) / 0.5."""
-    return (images.float() / 255 - MEAN) / STD
-
-
-def split_images(split: Any) -> torch.Tensor:
+def split_images(split: WorldSplit) -> torch.Tensor:
     """Every image of a world split (materialised on the way) as uint8 (N, 3, H, W)."""
     split.materialize()
     return torch.from_numpy(np.ascontiguousarray(split._arrays["images"].transpose(0, 3, 1, 2)))
-
-
-def relevance_maps(model: nn.Module, images: torch.Tensor) -> np.ndarray:
-    """Relevance of the predicted class for uint8 world images, upsampled to the image size: (N, H, W) numpy."""
-    maps = relevance(model, normalize(images)).detach()
-    return upsample(maps, images.shape[-1]).numpy()
 
 
 class ArrayDataset(Dataset):
@@ -69,7 +34,7 @@ class ArrayDataset(Dataset):
         self.images, self.labels, self.masks, self.anchors = images, labels, masks, anchors
 
     @classmethod
-    def from_split(cls, split: Any, masks: np.ndarray | None = None) -> ArrayDataset:
+    def from_split(cls, split: WorldSplit, masks: np.ndarray | None = None) -> ArrayDataset:
         """All of a world split (materialised), with optional masks aligned to its samples."""
         images = split_images(split)
         arrays = split._arrays
@@ -102,7 +67,7 @@ class WorldStream(Dataset):
     generated on access (about 0.4 ms each at 64 px), deterministic, so a resumed run sees the same ones.
     """
 
-    def __init__(self, world: Any, split: str, per_epoch: int, offset: int = 0) -> None:
+    def __init__(self, world: SyntheticWorld, split: str, per_epoch: int, offset: int = 0) -> None:
         self.world, self.split, self.per_epoch, self.offset, self.epoch = world, split, per_epoch, offset, 0
 
     def set_epoch(self, epoch: int) -> None:
