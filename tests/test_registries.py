@@ -18,7 +18,7 @@ from cft.data.evalsets import EVAL_SETS, load_benchmark
 from cft.errors import CftError
 from cft.grounding import registry
 from cft.train import OBJECTIVES, ObjectiveConfig, build_objective
-from cft.train.recipe import DATA_SOURCES, SOURCES, load_recipe, run_finetune
+from cft.train.recipe import DATA_SOURCES, load_recipe, run_finetune
 
 
 def _tiny_vit() -> torch.nn.Module:
@@ -82,7 +82,7 @@ def test_every_evaluation_set_reader_refuses_a_missing_or_empty_tree(name, tmp_p
         assert "absent" in str(err.value) or "empty" in str(err.value), (name, str(err.value))
 
 
-@pytest.mark.parametrize("source", [s for s in SOURCES if s != "world"])
+@pytest.mark.parametrize("source", [s for s in DATA_SOURCES if s != "world"])
 def test_every_disk_data_source_refuses_a_missing_or_empty_root(source, tmp_path):
     # decoy reads data.decoy.root, whose null searches the default folders (Debian's package may be installed)
     field = "data.decoy.root" if source == "decoy" else "data.root"
