@@ -126,7 +126,7 @@ def _backend_relevance(
     create_graph = spec.create_graph_default if create_graph is None else bool(create_graph)
     with torch.enable_grad(), backend.capture(spec, create_graph) as captured:
         inputs = images
-        if method == "input-grad" or not any(p.requires_grad for p in model.parameters()):
+        if spec.input_gradient or not any(p.requires_grad for p in model.parameters()):
             inputs = images if images.requires_grad else images.detach().requires_grad_(True)
         logits = backend.forward(inputs)
         _check_captured(captured, backend, grid)

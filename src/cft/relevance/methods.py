@@ -36,14 +36,16 @@ class Trace:
 @dataclass(frozen=True)
 class Method:
     """A relevance method and what it needs from the forward pass: each block's attention (`attentions`), the
-    normalised tokens entering the last block (`last_block_input`); and whether it differentiates through the
-    gradients it takes when the caller does not say (`create_graph_default`)."""
+    normalised tokens entering the last block (`last_block_input`), the gradient of the images (`input_gradient`:
+    Trace.images then requires grad); and whether it differentiates through the gradients it takes when the caller
+    does not say (`create_graph_default`)."""
 
     fn: Callable[[Trace], torch.Tensor]
     attentions: bool
     last_block_input: bool
     create_graph_default: bool
     doc: str
+    input_gradient: bool = False
 
 
 METHODS: Registry[Method] = Registry("relevance method", describe=lambda method: method.doc)
@@ -54,6 +56,7 @@ def register_method(
     *,
     attentions: bool = False,
     last_block_input: bool = False,
+    input_gradient: bool = False,
     create_graph_default: bool = False,
     description: str | None = None,
 ) -> Callable[[Callable[[Trace], torch.Tensor]], Callable[[Trace], torch.Tensor]]:
@@ -64,7 +67,8 @@ def register_method(
     """
 
     def decorate(fn: Callable[[Trace], torch.Tensor]) -> Callable[[Trace], torch.Tensor]:
-        METHODS.add(name, Method(fn, attentions, last_block_input, create_graph_default, fn.__doc__ or ""), description)
+        method = Method(fn, attentions, last_block_input, create_graph_default, fn.__doc__ or "", input_gradient)
+        METHODS.add(name, method, description)
         return fn
 
     return decorate
@@ -291,7 +295,10 @@ def gradcam(trace: Trace) -> torch.Tensor:
 
 
 @register_method(
-    "input-grad", create_graph_default=True, description="|input x gradient| per pixel, averaged over each patch"
+    "input-grad",
+    input_gradient=True,
+    create_graph_default=True,
+    description="|input x gradient| per pixel, averaged over each patch",
 )
 def input_grad(trace: Trace) -> torch.Tensor:
     """|sum over channels of input * dS/dinput| per pixel, averaged over each patch.
