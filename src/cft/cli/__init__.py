@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from cft import __version__
 from cft.cli import concepts, demo, evaluate, explain, finetune, ls, masks, recipes, run
 from cft.errors import CftError
+from cft.registry import load_plugins
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,11 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 a usage or input error) instead of exiting."""
-    parser = build_parser()
+    """Run the CLI; returns the exit status (0 ok, 2 a usage or input error) instead of exiting. The plug-ins
+    (`cft.registry.load_plugins`) are loaded first: their names are in the choices and help texts."""
     argv = masks.route_masks_show(list(sys.argv[1:] if argv is None else argv))
     try:
-        args = parser.parse_args(argv)
+        load_plugins()
+        args = build_parser().parse_args(argv)
         with _sigterm_as_interrupt():
             return int(args.run(args) or 0)
     except SystemExit as stop:  # argparse: --help, --version and usage errors
