@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from cft.data.classes import imagenet_wnids, wnid_to_index
-from cft.data.evalsets import BENCHMARKS, Benchmark, group_sizes, load_benchmark, read_seg_item
+from cft.data.evalsets import Benchmark, benchmark_names, group_sizes, load_benchmark, read_seg_item
 from cft.data.evalsets.class_lists import IMAGENET_A_WNIDS, IMAGENET_R_WNIDS, SI_SCORE_CLASSES
 from cft.errors import CftError
 
@@ -70,7 +70,7 @@ def test_unknown_name_and_missing_root(tmp_path):
         load_benchmark("imagenet-a", tmp_path / "file")
     with pytest.raises(CftError, match=r"no class folders .*expected ROOT/<wnid>/<images>"):
         load_benchmark("imagenet-sketch", tmp_path)
-    assert len(BENCHMARKS) == 12 and BENCHMARKS[-1] == "grouped"
+    assert len(benchmark_names()) == 12 and benchmark_names()[-1] == "grouped"
 
 
 # ---------------------------------------------------------------- ImageNet family

@@ -18,7 +18,7 @@ from cft.data.evalsets import EVAL_SETS, load_benchmark
 from cft.errors import CftError
 from cft.grounding import registry
 from cft.train import OBJECTIVES, ObjectiveConfig, build_objective
-from cft.train.recipe import DATA_SOURCES, SOURCES, load_recipe, run_finetune
+from cft.train.recipe import DATA_SOURCES, load_recipe, run_finetune
 
 
 def _tiny_vit() -> torch.nn.Module:
@@ -82,7 +82,7 @@ def test_every_evaluation_set_reader_refuses_a_missing_or_empty_tree(name, tmp_p
         assert "absent" in str(err.value) or "empty" in str(err.value), (name, str(err.value))
 
 
-@pytest.mark.parametrize("source", [s for s in SOURCES if s != "world"])
+@pytest.mark.parametrize("source", [s for s in DATA_SOURCES if s != "world"])
 def test_every_disk_data_source_refuses_a_missing_or_empty_root(source, tmp_path):
     # decoy reads data.decoy.root, whose null searches the default folders (Debian's package may be installed)
     field = "data.decoy.root" if source == "decoy" else "data.root"
@@ -175,3 +175,175 @@ def test_a_name_registers_once():
         first = next(iter(registry_))
         with pytest.raises(ValueError, match="registered twice"):
             registry_.add(first, registry_[first])
+
+
+# ---------------------------------------------------------------- every name from its registry, `cft ls`
+
+
+@pytest.fixture
+def unregister():
+    """(registry, name) pairs a test registers; removed after it, so other tests see the built-in registries."""
+    added: list[tuple[dict, str]] = []
+    yield added
+    for registry_, name in added:
+        registry_.pop(name, None)
+
+
+def _registries() -> dict[str, dict]:
+    from cft.models import MODEL_FAMILIES
+    from cft.relevance import BACKENDS, METHODS
+
+    return {
+        "methods": METHODS,
+        "objectives": OBJECTIVES,
+        "segmenters": registry.SEGMENTERS,
+        "eval-sets": EVAL_SETS,
+        "data-sources": DATA_SOURCES,
+        "llm-backends": LLM_BACKENDS,
+        "model-families": MODEL_FAMILIES,
+        "relevance-backends": BACKENDS,
+    }
+
+
+def _ls(capsys, *kind: str) -> dict[str, str]:
+    """`cft ls [KIND]` as {first word: rest of the line}."""
+    assert main(["ls", *kind]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    if kind:
+        return {line.split()[0]: line.split(maxsplit=1)[1] if " " in line else "" for line in lines}
+    return {line.split(":", 1)[0]: line.split(":", 1)[1] for line in lines}
+
+
+def test_cft_ls_prints_every_registered_name_with_its_description(capsys):
+    from cft.config import packaged_recipes
+
+    kinds = {**_registries(), "recipes": packaged_recipes()}
+    overview = _ls(capsys)
+    assert set(overview) == set(kinds)
+    for kind, entries in kinds.items():
+        assert sorted(overview[kind].strip().split(", ")) == sorted(entries), kind
+        listed = _ls(capsys, kind)
+        assert sorted(listed) == sorted(entries), kind
+        assert all(listed.values()), f"a {kind} entry has no description: {listed}"
+    assert _ls(capsys, "methods")["grad-rollout"].startswith("gradient-weighted attention rollout")
+
+
+def test_cft_ls_refuses_an_unknown_kind(capsys):
+    assert main(["ls", "method"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'method'" in err and "eval-sets" in err and "Traceback" not in err
+
+
+def test_a_registry_entry_is_described_by_its_docstring_or_its_registration():
+    from cft.registry import Registry
+
+    def documented():
+        """First line
+        continued.
+
+        Details."""
+
+    things: Registry = Registry("thing")
+    things.add("a", documented)
+    things.add("b", lambda: None, description="  told\n  here ")
+    things["c"] = documented  # a plain assignment (monkeypatch.setitem) reads the value
+    assert things.descriptions() == {"a": "First line continued.", "b": "told here", "c": "First line continued."}
+    things["b"] = lambda: None
+    assert things.description("b") == ""
+    with pytest.raises(KeyError):
+        things.description("nope")
+
+
+def _patch_sum(trace):
+    """Mean absolute pixel per map cell (reads only the images)."""
+    pixel = trace.images.abs().sum(dim=1, keepdim=True)
+    return torch.nn.functional.adaptive_avg_pool2d(pixel, trace.grid)[:, 0]
+
+
+def test_a_method_registered_at_run_time_is_used_by_relevance_and_listed(unregister, capsys):
+    from cft.relevance import METHODS, register_method
+
+    register_method("brightness", description="mean absolute pixel per patch")(_patch_sum)
+    unregister.append((METHODS, "brightness"))
+    images = torch.rand(2, 3, 32, 32)
+    expected = cft.normalize(_patch_sum(type("T", (), {"images": images, "grid": (4, 4)})))
+    torch.testing.assert_close(cft.relevance(_tiny_vit(), images, method="brightness"), expected)
+    convnext = cft.load_model("convnextv2_atto", depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), num_classes=3)
+    assert cft.relevance(convnext, torch.rand(2, 3, 64, 64), method="brightness").shape == (2, 2, 2)
+    assert _ls(capsys, "methods")["brightness"] == "mean absolute pixel per patch"
+    with pytest.raises(CftError, match="attn-lrp, gradcam, input-grad, brightness"):
+        cft.relevance(_tiny_vit(), images, method="nope")
+
+
+class _ToyCNN(torch.nn.Module):
+    """A model no built-in backend reads: one strided convolution, then average pooling and a linear head."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 4, stride=4), torch.nn.ReLU())
+        self.head = torch.nn.Linear(8, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images).mean(dim=(2, 3)))
+
+
+def test_a_backend_and_a_model_family_registered_at_run_time_are_looped_over(unregister):
+    from cft.models import MODEL_FAMILIES, register_model_family, size_kwargs
+    from cft.relevance import BACKENDS, register_backend
+    from cft.relevance.convnext import feature_backend
+
+    with pytest.raises(CftError, match="unsupported model _ToyCNN: no relevance backend reads it; backends: hf"):
+        cft.relevance(_ToyCNN(), torch.rand(1, 3, 16, 16), method="gradcam")
+    register_backend("toy", priority=5, description="the toy CNN")(
+        lambda model: feature_backend("toy", 3, 4, model, model.features) if isinstance(model, _ToyCNN) else None
+    )
+    register_model_family(
+        "toy",
+        claims=lambda name: name.startswith("toy:"),
+        size_kwargs=lambda classes, size: {"num_classes": classes},
+        priority=5,
+        description="toy CNNs",
+    )(lambda name, pretrained, **kwargs: _ToyCNN(**kwargs))
+    unregister += [(BACKENDS, "toy"), (MODEL_FAMILIES, "toy")]
+    model = cft.load_model("toy:cnn", **size_kwargs("toy:cnn", 5, 16))
+    assert isinstance(model, _ToyCNN) and model.head.out_features == 5
+    assert cft.relevance(model, torch.rand(2, 3, 16, 16), method="gradcam").shape == (2, 4, 4)
+    assert cft.relevance(_tiny_vit(), torch.rand(1, 3, 32, 32)).shape == (1, 4, 4)  # the others still answer
+    with pytest.raises(CftError, match="unknown model name 'no_such_vit'; supported: hf: .*; timm-vit: .*; toy: toy"):
+        cft.load_model("no_such_vit")
+
+
+def test_an_unknown_model_name_lists_the_families():
+    from cft.models import MODEL_FAMILIES
+
+    with pytest.raises(CftError) as err:
+        cft.load_model("no_such_vit")
+    assert list(MODEL_FAMILIES) == ["hf", "timm-convnext", "timm-vit"]
+    for name in MODEL_FAMILIES:
+        assert f"{name}: {MODEL_FAMILIES.description(name)}" in str(err.value)
+
+
+def _tiny_source(recipe, needs_mask, out):
+    """Four random 32x32 images of two classes, the same set for validation."""
+    from cft.train.recipe import SourceData, build_model
+
+    generator = torch.Generator().manual_seed(0)
+    items = [{"image": torch.rand(3, 32, 32, generator=generator), "label": torch.tensor(i % 2)} for i in range(4)]
+    model = build_model(recipe, 2, 32)
+    collate = torch.utils.data.default_collate
+    return SourceData(["a", "b"], model, items, items, None, collate, collate, {"images": 4})
+
+
+def test_a_data_source_registered_after_import_is_accepted(unregister, tmp_path):
+    from cft.train.recipe import register_data_source
+
+    tiny = ["objective.name=erm", "data.masks=none", "model.name=vit_tiny_patch16_224", "train.epochs=1"]
+    tiny += ["model.kwargs={patch_size: 8, depth: 1, embed_dim: 24, num_heads: 2}", "train.progress=false"]
+    with pytest.raises(CftError, match="data.source must be one of world, decoy, folder, waterbirds, grouped"):
+        load_recipe(None, ["data.source=tiny", *tiny])
+    register_data_source("tiny", "random images")(_tiny_source)
+    unregister.append((DATA_SOURCES, "tiny"))
+    recipe = load_recipe(None, ["data.source=tiny", *tiny])
+    assert recipe.data.source == "tiny"
+    result = run_finetune(recipe, tmp_path / "run", progress=False)
+    assert result.last_path.is_file() and len(result.history) == 1

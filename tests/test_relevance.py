@@ -11,9 +11,10 @@ import torch
 import cft
 from cft.losses import CFTLoss
 from tests.conftest import tiny_vit
-from tests.reference import reference_batch
+from tests.reference import REFERENCES, reference_batch
 
-METHODS = ["grad-rollout", "rollout", "attn-lrp", "gradcam", "input-grad"]
+METHODS = list(cft.METHODS)  # the registry: a method registered without a reference fails below
+FIRST_ORDER = [m for m in METHODS if not cft.METHODS[m].create_graph_default]  # gradients taken as constants
 
 # (timm name, extra kwargs, expected number of prefix tokens)
 MODELS = {
@@ -24,6 +25,10 @@ MODELS = {
     "avgpool-reg1": ("vit_tiny_patch16_224", {"class_token": False, "reg_tokens": 1, "global_pool": "avg"}, 1),
     "cls-but-avgpool": ("vit_tiny_patch16_224", {"global_pool": "avg"}, 1),
 }
+
+
+def test_every_registered_method_has_a_per_image_reference():
+    assert sorted(cft.METHODS) == sorted(REFERENCES), "add the reference of a new method to tests/reference.py"
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -42,7 +47,7 @@ def test_matches_per_image_reference(model_key, method):
     assert got.amin(dim=(1, 2)).eq(0).all() and got.amax(dim=(1, 2)).eq(1).all()
 
 
-@pytest.mark.parametrize("method", ["grad-rollout", "rollout", "attn-lrp", "gradcam"])
+@pytest.mark.parametrize("method", FIRST_ORDER)
 @pytest.mark.parametrize("model_key", ["vit-cls", "deit-distilled", "avgpool-reg1", "cls-but-avgpool"])
 def test_parameter_gradients_match_per_image_reference(model_key, method):
     """The gradient of a loss on the maps reaches every parameter exactly as through the per-image formula (the

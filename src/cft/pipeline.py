@@ -83,12 +83,12 @@ def load_run_recipe(path: str | Path, overrides: list[str] = ()) -> RunRecipe:
 
 def finetune_recipe(recipe: RunRecipe, seed: int, out: Path):
     """The `cft finetune` recipe of one class-subset seed: few_shot.seed = seed, masks from OUT/masks."""
-    from cft.train.recipe import recipe_from_dict
+    from cft.train.recipe import disk_sources, recipe_from_dict
 
     data = json.loads(json.dumps(recipe.finetune))
     section = data.setdefault("data", {})
-    if section.get("source", "folder") not in ("folder", "waterbirds", "grouped"):
-        raise CftError("run recipe: finetune.data.source must be folder, waterbirds or grouped")
+    if section.get("source", "folder") not in disk_sources():
+        raise CftError(f"run recipe: finetune.data.source must be one of {', '.join(disk_sources())}")
     section.setdefault("source", "folder")
     section.setdefault("val_split", None)
     few = section.get("few_shot") or {}

@@ -10,8 +10,9 @@ import sys
 from collections.abc import Sequence
 
 from cft import __version__
-from cft.cli import concepts, demo, evaluate, explain, finetune, masks, recipes, run
+from cft.cli import concepts, demo, evaluate, explain, finetune, ls, masks, recipes, run
 from cft.errors import CftError
+from cft.registry import load_plugins
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,17 +23,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cft {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for verb in (explain, demo, concepts, masks, evaluate, run, finetune, recipes):
+    for verb in (explain, demo, concepts, masks, evaluate, run, finetune, recipes, ls):
         verb.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 a usage or input error) instead of exiting."""
-    parser = build_parser()
+    """Run the CLI; returns the exit status (0 ok, 2 a usage or input error) instead of exiting. The plug-ins
+    (`cft.registry.load_plugins`) are loaded first: their names are in the choices and help texts."""
     argv = masks.route_masks_show(list(sys.argv[1:] if argv is None else argv))
     try:
-        args = parser.parse_args(argv)
+        load_plugins()
+        args = build_parser().parse_args(argv)
         with _sigterm_as_interrupt():
             return int(args.run(args) or 0)
     except SystemExit as stop:  # argparse: --help, --version and usage errors

@@ -10,6 +10,8 @@ from cft.io import exclusive_folder
 
 def add_parser(subcommands: argparse._SubParsersAction) -> None:
     """Register `cft demo`."""
+    from cft.demo import BASELINES
+
     demo = subcommands.add_parser(
         "demo",
         help="run the whole method on the embedded synthetic world (CPU, no downloads)",
@@ -44,7 +46,7 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--all-baselines",
         action="store_true",
-        help="also fine-tune every baseline (erm, robustvit, rrr, gradmask, rrda) and rank all variants",
+        help=f"also fine-tune every baseline ({', '.join(BASELINES)}) and rank all variants",
     )
     demo.set_defaults(run=run_demo_command)
 

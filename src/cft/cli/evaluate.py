@@ -10,7 +10,7 @@ from cft.errors import CftError
 
 def add_parser(subcommands: argparse._SubParsersAction) -> None:
     """Register `cft evaluate`."""
-    from cft.data.evalsets import BENCHMARKS
+    from cft.data.evalsets import benchmark_names
     from cft.relevance import METHODS
 
     p = subcommands.add_parser(
@@ -27,7 +27,11 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", action="store_true", help="start from the hub's pretrained weights")
     p.add_argument("--checkpoint", action="append", default=[], metavar="FILE", help="weights; repeat for seeds")
     p.add_argument(
-        "--bench", action="append", default=[], metavar="NAME=PATH", help=f"repeatable; NAME: {', '.join(BENCHMARKS)}"
+        "--bench",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help=f"repeatable; NAME: {', '.join(benchmark_names())}",
     )
     p.add_argument("--out", default="results.json", metavar="FILE", help="results JSON (default results.json)")
     p.add_argument("--split", metavar="FILE", help="a run's split.json: top-1 on seen vs unseen classes")

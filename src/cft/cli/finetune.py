@@ -8,9 +8,11 @@ from pathlib import Path
 
 def add_parser(subcommands: argparse._SubParsersAction) -> None:
     """Register `cft finetune`."""
+    from cft.train import OBJECTIVES
+
     finetune = subcommands.add_parser(
         "finetune",
-        help="train or fine-tune a model as a YAML recipe says (erm, cft, no-guidance, robustvit, rrr, gradmask, rrda)",
+        help=f"train or fine-tune a model as a YAML recipe says ({', '.join(OBJECTIVES)})",
         description=(
             "Build the model, data and objective of a recipe (a file, or a packaged one by name: world-pretrain, "
             "world-cft; `cft recipes ls`), write OUT/config.yaml (and OUT/split.json for few-shot data), then train, "

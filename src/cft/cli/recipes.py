@@ -52,7 +52,8 @@ def recipe_kind(path: Path, given: str | None = None) -> str:
     return kind
 
 
-def _summary(path: Path) -> str:
+def recipe_summary(path: Path) -> str:
+    """The first comment line of a recipe file: what it is."""
     first = next((line for line in path.read_text().splitlines() if line.startswith("#")), "#")
     return first.lstrip("# ").strip()
 
@@ -64,7 +65,7 @@ def list_recipes(args: argparse.Namespace) -> int:
     recipes = packaged_recipes()
     width = max(len(name) for name in recipes)
     for name, path in recipes.items():
-        print(f"{name:{width}s}  {recipe_kind(path):10s}  {_summary(path)}")
+        print(f"{name:{width}s}  {recipe_kind(path):10s}  {recipe_summary(path)}")
     return 0
 
 

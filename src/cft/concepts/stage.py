@@ -22,12 +22,13 @@ LLMFactory = Callable[..., LLM]
 LLM_BACKENDS: Registry[LLMFactory] = Registry("LLM backend")  # factory(model, base_url, key env, timeout, ...)
 
 
-def register_llm_backend(name: str) -> Callable[[LLMFactory], LLMFactory]:
-    """Decorator: register an LLM backend factory under `name` (`make_llm(name, ...)`)."""
-    return LLM_BACKENDS.register(name)
+def register_llm_backend(name: str, description: str | None = None) -> Callable[[LLMFactory], LLMFactory]:
+    """Decorator: register an LLM backend factory under `name` (`make_llm(name, ...)`); description: one line for
+    `cft ls llm-backends` (None: the factory's docstring)."""
+    return LLM_BACKENDS.register(name, description)
 
 
-@register_llm_backend("openai")
+@register_llm_backend("openai", "an OpenAI-compatible chat server (base URL and model name)")
 def _openai(model, base_url, api_key_env, timeout, concurrency, missing) -> LLM:
     if not base_url or not model:
         raise CftError(f"the openai backend needs {missing}")
@@ -36,7 +37,7 @@ def _openai(model, base_url, api_key_env, timeout, concurrency, missing) -> LLM:
     return OpenAIBackend(base_url, model, api_key_env=api_key_env, timeout=timeout, concurrency=concurrency)
 
 
-@register_llm_backend("gguf")
+@register_llm_backend("gguf", "a local GGUF model through llama-cpp-python (default: the packaged Gemma)")
 def _gguf(model, base_url, api_key_env, timeout, concurrency, missing) -> LLM:
     from cft.concepts.llm_gguf import GGUFBackend
 

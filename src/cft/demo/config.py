@@ -8,7 +8,7 @@ from typing import Any
 from cft.concepts.world import WorldConceptConfig
 from cft.config import from_dict, merge
 from cft.errors import CftError
-from cft.train import ObjectiveConfig, build_objective
+from cft.train import OBJECTIVES, ObjectiveConfig, build_objective
 from cft.train.trainer import OptimConfig, check_optim
 from cft.world import SyntheticWorld
 from cft.world.model import WorldModelConfig
@@ -22,7 +22,7 @@ FINETUNED = ("cft", "cft-parts", "object-masks", "no-guidance")
 
 # `cft demo --all-baselines`: every baseline objective of cft.train on the same images; all but erm are guided
 # by the object's mask (RobustViT's MSE on relevance, RRR's and GradMask's input-gradient penalties, RRDA's pastes).
-BASELINES = ("erm", "robustvit", "rrr", "gradmask", "rrda")
+BASELINES = tuple(name for name in OBJECTIVES if name not in FINETUNED)  # erm, robustvit, rrr, gradmask, rrda
 
 TEST_SPLITS = ("test-id", "test-ood", "test-flipped")
 

@@ -40,19 +40,19 @@ class EvalSpec:
 
 def parse_bench_args(items: Sequence[str]) -> dict[str, str]:
     """["imagenet-a=/data/imagenet-a", ...] to {name: path}; a name given twice is an error."""
-    from cft.data.evalsets import BENCHMARKS
+    from cft.data.evalsets import benchmark_names
 
     out: dict[str, str] = {}
     for item in items:
         name, sep, path = item.partition("=")
         name = name.strip()
         if not sep or not name or not path.strip():
-            raise CftError(f"--bench {item!r} must look like NAME=PATH (names: {', '.join(BENCHMARKS)})")
+            raise CftError(f"--bench {item!r} must look like NAME=PATH (names: {', '.join(benchmark_names())})")
         if name in out:
             raise CftError(f"--bench {name} given twice")
         out[name] = path.strip()
     if not out:
-        raise CftError(f"give at least one --bench NAME=PATH (names: {', '.join(BENCHMARKS)})")
+        raise CftError(f"give at least one --bench NAME=PATH (names: {', '.join(benchmark_names())})")
     return out
 
 

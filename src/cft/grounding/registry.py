@@ -14,9 +14,10 @@ SegmenterLoader = Callable[[], type]
 SEGMENTERS: Registry[SegmenterLoader] = Registry("segmenter")  # name -> a loader of the segmenter class
 
 
-def register_segmenter(name: str, loader: SegmenterLoader) -> None:
-    """Make `build_segmenter(name, ...)` build the class `loader()` returns (imported only when asked for)."""
-    SEGMENTERS.add(name, loader)
+def register_segmenter(name: str, loader: SegmenterLoader, description: str | None = None) -> None:
+    """Make `build_segmenter(name, ...)` build the class `loader()` returns (imported only when asked for);
+    description: one line for `cft ls segmenters` (None: the loader's docstring)."""
+    SEGMENTERS.add(name, loader, description)
 
 
 def _hf(attr: str) -> SegmenterLoader:
@@ -36,14 +37,14 @@ def _world() -> type:
     return WorldSegmenter
 
 
-for _name, _loader in (
-    ("grounded-sam", _hf("GroundedSAM")),
-    ("sam3", _hf("SAM3")),
-    ("owlv2-sam", _hf("OWLv2SAM")),
-    ("clipseg", _hf("CLIPSeg")),
-    ("world", _world),
+for _name, _loader, _description in (
+    ("grounded-sam", _hf("GroundedSAM"), "Grounding DINO boxes + SAM/SAM2 masks, the CFT paper's grounding"),
+    ("sam3", _hf("SAM3"), "SAM3 text-prompted instance masks"),
+    ("owlv2-sam", _hf("OWLv2SAM"), "OWLv2 boxes + SAM/SAM2 masks"),
+    ("clipseg", _hf("CLIPSeg"), "a thresholded CLIPSeg heat map"),
+    ("world", _world, "the synthetic world's exact masks of the phrases it can read"),
 ):
-    register_segmenter(_name, _loader)
+    register_segmenter(_name, _loader, _description)
 
 
 def segmenter_options(name: str) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,14 +12,7 @@ import torch
 from torch import nn
 
 from cft.errors import CftError
-
-SUPPORTED = (
-    "timm VisionTransformer family: ViT (any image and patch size, non-square included), AugReg, "
-    "DeiT (distilled too), DeiT-III, ViTs with register tokens (reg_tokens); e.g. vit_base_patch16_224, "
-    "deit_small_distilled_patch16_224, deit3_base_patch16_224, vit_small_patch14_reg4_dinov2; "
-    "timm ConvNeXt / ConvNeXt-V2 (gradcam, input-grad), e.g. convnextv2_atto; and Hugging Face ViT, DeiT, DINOv2 "
-    "and ConvNeXt-V2 image classifiers as 'hf:<hub id or local folder>'"
-)
+from cft.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -38,27 +32,34 @@ class ViTLayout:
         return tuple(patch_embed.grid_size)
 
 
+def has_vit_parts(model: nn.Module) -> bool:
+    """True for a model with a ViT's parts (blocks, patch_embed, num_prefix_tokens), as timm's ViTs have."""
+    parts = (getattr(model, "blocks", None), getattr(model, "patch_embed", None))
+    return None not in parts and hasattr(model, "num_prefix_tokens")
+
+
 def vit_layout(model: nn.Module) -> ViTLayout:
     """Describe `model` or raise a CftError that says which models are supported."""
-    blocks = getattr(model, "blocks", None)
-    patch_embed = getattr(model, "patch_embed", None)
-    if blocks is None or patch_embed is None or not hasattr(model, "num_prefix_tokens"):
-        raise CftError(f"unsupported model {type(model).__name__}: cft reads attention from the {SUPPORTED}")
-    for i, block in enumerate(blocks):
+    if not has_vit_parts(model):
+        raise CftError(
+            f"unsupported model {type(model).__name__}: it has no ViT blocks whose attention cft can read; "
+            f"supported: {supported_models()}"
+        )
+    for i, block in enumerate(model.blocks):
         attn = getattr(block, "attn", None)
         if attn is None or not hasattr(attn, "attn_drop") or not hasattr(attn, "fused_attn"):
             raise CftError(
                 f"unsupported model {type(model).__name__}: block {i} has no timm Attention module whose "
-                f"attention matrix can be read; supported: {SUPPORTED}"
+                f"attention matrix can be read; supported: {supported_models()}"
             )
-    patch = patch_embed.patch_size
+    patch = model.patch_embed.patch_size
     patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
     return ViTLayout(
         num_prefix_tokens=int(model.num_prefix_tokens),
         reads_class_token=getattr(model, "cls_token", None) is not None
         and getattr(model, "global_pool", "token") == "token",
         patch_size=patch,
-        num_blocks=len(blocks),
+        num_blocks=len(model.blocks),
     )
 
 
@@ -68,13 +69,64 @@ def is_timm_convnext(model: nn.Module) -> bool:
     return module is not None and isinstance(model, module.ConvNeXt)
 
 
+ModelLoader = Callable[..., nn.Module]  # (name, pretrained, **kwargs) -> the model, or a CftError
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """A family of models `load_model` builds by name: `claims(name)` says whether a name is one of its models,
+    `load(name, pretrained, **kwargs)` builds it, `size_kwargs(num_classes, image_size)` gives the load arguments
+    that set the classes and input size. Families are asked by ascending `priority`."""
+
+    load: ModelLoader
+    claims: Callable[[str], bool]
+    size_kwargs: Callable[[int, int], dict[str, Any]]
+    priority: int
+
+
+MODEL_FAMILIES: Registry[ModelFamily] = Registry("model family", describe=lambda family: family.load.__doc__)
+
+
+def register_model_family(
+    name: str,
+    *,
+    claims: Callable[[str], bool],
+    size_kwargs: Callable[[int, int], dict[str, Any]],
+    priority: int,
+    description: str | None = None,
+) -> Callable[[ModelLoader], ModelLoader]:
+    """Decorator: register a loader `(name, pretrained, **kwargs) -> model` as the model family `name`, asked for
+    the model names `claims` accepts, in `priority` order (lower first; the built-in ones: hf 10,
+    timm-convnext 20, timm-vit 90, which claims every other name)."""
+
+    def decorate(load: ModelLoader) -> ModelLoader:
+        MODEL_FAMILIES.add(name, ModelFamily(load, claims, size_kwargs, int(priority)), description)
+        return load
+
+    return decorate
+
+
+def model_family(name: str) -> ModelFamily:
+    """The first family, by priority, that claims the model name `name`."""
+    for family in sorted(MODEL_FAMILIES.values(), key=lambda family: family.priority):
+        if family.claims(name):
+            return family
+    raise CftError(f"unknown model name {name!r}; supported: {supported_models()}")
+
+
+def supported_models() -> str:
+    """The registered model families with their descriptions, for error messages."""
+    return "; ".join(f"{name}: {text}" for name, text in MODEL_FAMILIES.descriptions().items())
+
+
 def load_model(
     name: str,
     pretrained: bool = False,
     checkpoint: str | Path | None = None,
     **timm_kwargs,
 ) -> nn.Module:
-    """Create the timm model `name` (weights from the hub if `pretrained`), optionally load a local checkpoint.
+    """Create the model `name` of its family in MODEL_FAMILIES (weights from the hub if `pretrained`), optionally
+    load a local checkpoint.
 
     timm ViTs: fused attention stays on; the relevance engine turns it off only for the blocks it reads and
     only while it reads them, so plain inference and training keep the fast kernel. timm ConvNeXt and
@@ -84,32 +136,70 @@ def load_model(
     loads its weights (otherwise the architecture only, random weights) and the keyword arguments override
     its config (num_labels=..., and interpolate_pos_encoding=True for other image sizes).
     """
-    if name.startswith("hf:"):
-        from cft.models.hf import load_hf_model
+    if not isinstance(name, str) or not name:
+        raise CftError(f"the model name must be a non-empty string, got {name!r}")
+    model = model_family(name).load(name, pretrained, **timm_kwargs)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    return model
 
-        model = load_hf_model(name.removeprefix("hf:"), pretrained=pretrained, **timm_kwargs)
-        if pretrained:
-            check_finite(model.state_dict(), f"the weights in {name.removeprefix('hf:')}")
-        return load_checkpoint(model, checkpoint) if checkpoint is not None else model
+
+@register_model_family(
+    "hf",
+    claims=lambda name: name.startswith("hf:"),
+    size_kwargs=lambda num_classes, image_size: {"num_labels": num_classes},
+    priority=10,
+    description="Hugging Face ViT, DeiT, DINOv2 and ConvNeXt-V2 image classifiers as 'hf:<hub id or local folder>'",
+)
+def _load_hf(name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    from cft.models.hf import load_hf_model
+
+    source = name.removeprefix("hf:")
+    model = load_hf_model(source, pretrained=pretrained, **kwargs)
+    if pretrained:
+        check_finite(model.state_dict(), f"the weights in {source}")
+    return model
+
+
+def _load_timm(name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    """A timm model: a ConvNeXt as it is, anything else must have a ViT's readable attention."""
     import timm
 
     try:
-        model = timm.create_model(name, pretrained=pretrained, **timm_kwargs)
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except RuntimeError as err:
         if "Unknown model" in str(err):
-            raise CftError(f"unknown model name {name!r}; supported: {SUPPORTED}") from None
-        raise _creation_error(name, timm_kwargs, pretrained, err) from None
+            raise CftError(f"unknown model name {name!r}; supported: {supported_models()}") from None
+        raise _creation_error(name, kwargs, pretrained, err) from None
     except TypeError as err:
-        raise CftError(f"model {name!r} does not take these arguments {sorted(timm_kwargs)}: {err}") from None
+        raise CftError(f"model {name!r} does not take these arguments {sorted(kwargs)}: {err}") from None
     except Exception as err:  # noqa: BLE001 - timm's own complaints: bad sizes, no network for pretrained, ...
-        raise _creation_error(name, timm_kwargs, pretrained, err) from None
+        raise _creation_error(name, kwargs, pretrained, err) from None
     if not is_timm_convnext(model):
         vit_layout(model)
     if pretrained:
         check_finite(model.state_dict(), f"the pretrained weights of {name}")
-    if checkpoint is not None:
-        load_checkpoint(model, checkpoint)
     return model
+
+
+register_model_family(
+    "timm-convnext",
+    claims=lambda name: name.startswith(("convnext_", "convnextv2_")),
+    size_kwargs=lambda num_classes, image_size: {"num_classes": num_classes},
+    priority=20,
+    description="timm ConvNeXt / ConvNeXt-V2, e.g. convnextv2_atto (relevance methods that read no attention)",
+)(_load_timm)
+register_model_family(
+    "timm-vit",
+    claims=lambda name: True,
+    size_kwargs=lambda num_classes, image_size: {"num_classes": num_classes, "img_size": image_size},
+    priority=90,
+    description=(
+        "timm VisionTransformer family: ViT (any image and patch size, non-square included), AugReg, "
+        "DeiT (distilled too), DeiT-III, ViTs with register tokens (reg_tokens); e.g. vit_base_patch16_224, "
+        "deit_small_distilled_patch16_224, deit3_base_patch16_224, vit_small_patch14_reg4_dinov2"
+    ),
+)(_load_timm)
 
 
 def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
@@ -127,11 +217,7 @@ def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
 
 def size_kwargs(name: str, num_classes: int, image_size: int) -> dict[str, Any]:
     """The load_model arguments that set the number of classes and the input size, per model family."""
-    if name.startswith("hf:"):
-        return {"num_labels": num_classes}
-    if name.startswith(("convnext_", "convnextv2_")):
-        return {"num_classes": num_classes}
-    return {"num_classes": num_classes, "img_size": image_size}
+    return model_family(name).size_kwargs(num_classes, image_size)
 
 
 def _creation_error(name: str, kwargs: dict[str, Any], pretrained: bool, err: Exception) -> CftError:

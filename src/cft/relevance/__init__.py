@@ -16,10 +16,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from cft.errors import CftError
+from cft.relevance import convnext, hf, timm_vit  # noqa: F401 - each registers its backend in BACKENDS
 from cft.relevance.capture import Captured, capture
-from cft.relevance.methods import METHODS, Backend, Method, Trace
+from cft.relevance.methods import (
+    BACKENDS,
+    METHODS,
+    Backend,
+    Method,
+    Trace,
+    backends_in_order,
+    register_backend,
+    register_method,
+)
 
-__all__ = ["METHODS", "Captured", "capture", "normalize", "relevance", "relevance_with_logits", "upsample"]
+__all__ = [
+    "BACKENDS",
+    "METHODS",
+    "Captured",
+    "capture",
+    "normalize",
+    "register_backend",
+    "register_method",
+    "relevance",
+    "relevance_with_logits",
+    "upsample",
+]
 
 Targets = torch.Tensor | int | Sequence[int] | None
 
@@ -80,10 +101,13 @@ def _method(name: str) -> Method:
 
 
 def _backend(model: nn.Module) -> Backend:
-    """The model's relevance backend: Hugging Face, timm ConvNeXt, else timm ViT (which names what is supported)."""
-    from cft.relevance import convnext, hf, timm_vit
-
-    return hf.backend(model) or convnext.backend(model) or timm_vit.backend(model)
+    """The model's relevance backend: the first of BACKENDS, by priority, that takes it."""
+    for _name, finder in backends_in_order():
+        found = finder.find(model)
+        if found is not None:
+            return found
+    known = "; ".join(f"{name} ({BACKENDS.description(name)})" for name, _finder in backends_in_order())
+    raise CftError(f"unsupported model {type(model).__name__}: no relevance backend reads it; backends: {known}")
 
 
 def _backend_relevance(
@@ -102,7 +126,7 @@ def _backend_relevance(
     create_graph = spec.create_graph_default if create_graph is None else bool(create_graph)
     with torch.enable_grad(), backend.capture(spec, create_graph) as captured:
         inputs = images
-        if method == "input-grad" or not any(p.requires_grad for p in model.parameters()):
+        if spec.input_gradient or not any(p.requires_grad for p in model.parameters()):
             inputs = images if images.requires_grad else images.detach().requires_grad_(True)
         logits = backend.forward(inputs)
         _check_captured(captured, backend, grid)

@@ -28,7 +28,7 @@ from torch import nn
 from cft.errors import CftError
 from cft.models import is_timm_convnext
 from cft.relevance.capture import Captured
-from cft.relevance.methods import METHODS, Backend, Method, Trace
+from cft.relevance.methods import METHODS, Backend, Method, Trace, register_backend
 
 
 def feature_gradcam(trace: Trace) -> torch.Tensor:
@@ -39,12 +39,25 @@ def feature_gradcam(trace: Trace) -> torch.Tensor:
     return (alpha * features).sum(dim=1).clamp(min=0)
 
 
-CONVNEXT_METHODS: dict[str, Method] = {
+# a registered method's implementation on a feature map, where it differs from the token one
+FEATURE_VARIANTS: dict[str, Method] = {
     "gradcam": Method(feature_gradcam, False, False, True, feature_gradcam.__doc__ or ""),
-    "input-grad": METHODS["input-grad"],
 }
 
 
+def feature_methods() -> dict[str, Method]:
+    """The methods of METHODS (in its order) that a feature-map backend runs: its variant of a method where it has
+    one (gradcam), else every method that reads neither attention nor tokens (input-grad)."""
+    methods = {}
+    for name, method in METHODS.items():
+        if name in FEATURE_VARIANTS:
+            methods[name] = FEATURE_VARIANTS[name]
+        elif not (method.attentions or method.last_block_input):
+            methods[name] = method
+    return methods
+
+
+@register_backend("timm-convnext", priority=20, description="timm ConvNeXt and ConvNeXt-V2 (convnext_*, convnextv2_*)")
 def backend(model: nn.Module) -> Backend | None:
     """The relevance backend of a timm ConvNeXt; None for other models."""
     if not is_timm_convnext(model):
@@ -63,7 +76,7 @@ def feature_backend(
     """A backend reading the output of `feature_module` (B, C, h, w), the grid being the image size // reduction."""
     return Backend(
         family=family,
-        methods=CONVNEXT_METHODS,
+        methods=feature_methods(),
         channels=channels,
         grid=lambda hw: _grid(hw, reduction),
         forward=forward,

@@ -43,7 +43,7 @@ from cft.models.hf import (
     prefix_tokens,
 )
 from cft.relevance.capture import Captured, leading_tokens_only
-from cft.relevance.methods import METHODS, Backend, Method
+from cft.relevance.methods import METHODS, Backend, Method, register_backend
 
 EAGER_HINT = (
     'load it with attn_implementation="eager" (cft.load_model("hf:<id or folder>") does, and so does '
@@ -51,6 +51,11 @@ EAGER_HINT = (
 )
 
 
+@register_backend(
+    "hf",
+    priority=10,
+    description="Hugging Face ViT, DeiT, DINOv2 and ConvNeXt-V2 image classifiers (transformers, eager attention)",
+)
 def backend(model: nn.Module) -> Backend | None:
     """The relevance backend of a transformers classifier (raw or wrapped in HFClassifier); None otherwise."""
     if not is_transformers_model(model):

@@ -1,6 +1,7 @@
 """Relevance methods. Each turns one recorded forward pass into per-patch scores (B, gh, gw), unnormalised.
 
-All of them are batched and, where noted, differentiable with respect to the model's parameters.
+All of them are batched and, where noted, differentiable with respect to the model's parameters. METHODS is their
+registry (`@register_method`); BACKENDS the registry of model families that run them (`@register_backend`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from cft.registry import Registry
 from cft.relevance.capture import Captured
 
 LRP_EPS = 1e-9
@@ -32,13 +35,43 @@ class Trace:
 
 @dataclass(frozen=True)
 class Method:
-    """A relevance method and what it needs from the forward pass."""
+    """A relevance method and what it needs from the forward pass: each block's attention (`attentions`), the
+    normalised tokens entering the last block (`last_block_input`), the gradient of the images (`input_gradient`:
+    Trace.images then requires grad); and whether it differentiates through the gradients it takes when the caller
+    does not say (`create_graph_default`)."""
 
     fn: Callable[[Trace], torch.Tensor]
     attentions: bool
     last_block_input: bool
     create_graph_default: bool
     doc: str
+    input_gradient: bool = False
+
+
+METHODS: Registry[Method] = Registry("relevance method", describe=lambda method: method.doc)
+
+
+def register_method(
+    name: str,
+    *,
+    attentions: bool = False,
+    last_block_input: bool = False,
+    input_gradient: bool = False,
+    create_graph_default: bool = False,
+    description: str | None = None,
+) -> Callable[[Callable[[Trace], torch.Tensor]], Callable[[Trace], torch.Tensor]]:
+    """Decorator: register `fn(trace) -> (B, gh, gw)` as the relevance method `name` (`relevance(..., method=name)`).
+
+    The flags say what the backend records for it (see `Method`); description: one line for `cft ls methods`
+    (None: the first paragraph of fn's docstring).
+    """
+
+    def decorate(fn: Callable[[Trace], torch.Tensor]) -> Callable[[Trace], torch.Tensor]:
+        method = Method(fn, attentions, last_block_input, create_graph_default, fn.__doc__ or "", input_gradient)
+        METHODS.add(name, method, description)
+        return fn
+
+    return decorate
 
 
 @dataclass(frozen=True)
@@ -57,6 +90,36 @@ class Backend:
     capture: Callable[[Method, bool], AbstractContextManager[Captured]]  # (method, create_graph)
     num_prefix_tokens: int = 0
     reads_class_token: bool = False
+
+
+@dataclass(frozen=True)
+class BackendFinder:
+    """A relevance backend's entry in BACKENDS: `find(model)` returns the model's Backend, or None when the model
+    is not of its family; finders are tried by ascending `priority`."""
+
+    find: Callable[[nn.Module], Backend | None]
+    priority: int
+
+
+BACKENDS: Registry[BackendFinder] = Registry("relevance backend", describe=lambda finder: finder.find.__doc__)
+
+
+def register_backend(
+    name: str, priority: int, description: str | None = None
+) -> Callable[[Callable[[nn.Module], Backend | None]], Callable[[nn.Module], Backend | None]]:
+    """Decorator: register `find(model) -> Backend | None` as the relevance backend `name`, tried in `priority`
+    order (lower first; the built-in ones: hf 10, timm-convnext 20, timm-vit 30)."""
+
+    def decorate(find: Callable[[nn.Module], Backend | None]) -> Callable[[nn.Module], Backend | None]:
+        BACKENDS.add(name, BackendFinder(find, int(priority)), description)
+        return find
+
+    return decorate
+
+
+def backends_in_order() -> list[tuple[str, BackendFinder]]:
+    """The registered backends by ascending priority (ties: in registration order)."""
+    return sorted(BACKENDS.items(), key=lambda item: item[1].priority)
 
 
 def _grad(trace: Trace, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -119,6 +182,9 @@ class _RowTimesWeighted(torch.autograd.Function):
         return grad_v, grad_attn, None
 
 
+@register_method(
+    "grad-rollout", attentions=True, description="gradient-weighted attention rollout (Chefer et al., ICCV 2021)"
+)
 def grad_rollout(trace: Trace) -> torch.Tensor:
     """Gradient-weighted attention rollout (Chefer et al., ICCV 2021): R = I; R <- R + Abar_l R per block.
 
@@ -151,6 +217,7 @@ def grad_rollout_row(trace: Trace, positives: list[torch.Tensor | None]) -> torc
     return _patch_columns(trace, v)
 
 
+@register_method("rollout", attentions=True, description="attention rollout (Abnar and Zuidema, 2020), class-agnostic")
 def attention_rollout(trace: Trace) -> torch.Tensor:
     """Attention rollout (Abnar and Zuidema, 2020): product of 0.5 * mean_heads(A) + 0.5 * I, rows renormalised
     (the row the classifier reads, carried as a vector from the last block down, as in grad_rollout)."""
@@ -181,6 +248,11 @@ def _patch_columns(trace: Trace, row: torch.Tensor) -> torch.Tensor:
     return _to_grid(row[:, trace.num_prefix_tokens :], trace.grid)
 
 
+@register_method(
+    "attn-lrp",
+    attentions=True,
+    description="the CFT paper's redistribution of relevance through gradient-weighted attention",
+)
 def attn_lrp(trace: Trace) -> torch.Tensor:
     """The redistribution rule printed in the CFT paper, Phi_i^{l-1} = sum_j A_ij Phi_j^l / (sum_k A_kj + eps).
 
@@ -204,6 +276,11 @@ def attn_lrp(trace: Trace) -> torch.Tensor:
     return _to_grid(phi[:, p:], trace.grid)
 
 
+@register_method(
+    "gradcam",
+    last_block_input=True,
+    description="Grad-CAM on the tokens entering the last block (ConvNeXt: on the last feature map)",
+)
 def gradcam(trace: Trace) -> torch.Tensor:
     """Grad-CAM on the normalised patch tokens entering the last block (what its attention reads).
 
@@ -217,6 +294,12 @@ def gradcam(trace: Trace) -> torch.Tensor:
     return _to_grid((alpha * x).sum(dim=-1).clamp(min=0), trace.grid)
 
 
+@register_method(
+    "input-grad",
+    input_gradient=True,
+    create_graph_default=True,
+    description="|input x gradient| per pixel, averaged over each patch",
+)
 def input_grad(trace: Trace) -> torch.Tensor:
     """|sum over channels of input * dS/dinput| per pixel, averaged over each patch.
 
@@ -226,12 +309,3 @@ def input_grad(trace: Trace) -> torch.Tensor:
     (g,) = _grad(trace, [trace.images])
     pixel = (trace.images * g).sum(dim=1, keepdim=True).abs()
     return F.adaptive_avg_pool2d(pixel, trace.grid)[:, 0]
-
-
-METHODS: dict[str, Method] = {
-    "grad-rollout": Method(grad_rollout, True, False, False, grad_rollout.__doc__ or ""),
-    "rollout": Method(attention_rollout, True, False, False, attention_rollout.__doc__ or ""),
-    "attn-lrp": Method(attn_lrp, True, False, False, attn_lrp.__doc__ or ""),
-    "gradcam": Method(gradcam, False, True, False, gradcam.__doc__ or ""),
-    "input-grad": Method(input_grad, False, False, True, input_grad.__doc__ or ""),
-}

@@ -19,13 +19,21 @@ from collections.abc import Iterator
 from torch import nn
 
 from cft.errors import CftError
-from cft.models import vit_layout
+from cft.models import has_vit_parts, vit_layout
 from cft.relevance.capture import Captured, capture, leading_tokens_only
-from cft.relevance.methods import METHODS, Backend, Method
+from cft.relevance.methods import METHODS, Backend, Method, register_backend
 
 
-def backend(model: nn.Module) -> Backend:
-    """The relevance backend of a timm ViT; a CftError (naming what is supported) for any other model."""
+@register_backend(
+    "timm-vit",
+    priority=30,
+    description="timm VisionTransformer family: ViT, AugReg, DeiT (distilled too), DeiT-III, ViTs with register tokens",
+)
+def backend(model: nn.Module) -> Backend | None:
+    """The relevance backend of a timm ViT; None for a model without ViT parts, a CftError (naming what is
+    supported) for one whose blocks have no readable attention."""
+    if not has_vit_parts(model):
+        return None
     layout = vit_layout(model)
     proj = getattr(model.patch_embed, "proj", None)
     channels = int(proj.in_channels) if proj is not None and hasattr(proj, "in_channels") else 3

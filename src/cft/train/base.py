@@ -69,9 +69,10 @@ ObjectiveBuilder = Callable[[ObjectiveConfig], Objective]
 OBJECTIVES: Registry[ObjectiveBuilder] = Registry("objective")  # filled by the modules that define objectives
 
 
-def register_objective(name: str) -> Callable[[ObjectiveBuilder], ObjectiveBuilder]:
-    """Decorator: register a builder (ObjectiveConfig -> Objective) as the objective `name`."""
-    return OBJECTIVES.register(name)
+def register_objective(name: str, description: str | None = None) -> Callable[[ObjectiveBuilder], ObjectiveBuilder]:
+    """Decorator: register a builder (ObjectiveConfig -> Objective) as the objective `name`; description: one line
+    for `cft ls objectives` (None: the builder's docstring)."""
+    return OBJECTIVES.register(name, description)
 
 
 def build_objective(cfg: ObjectiveConfig) -> Objective:

@@ -188,16 +188,18 @@ class RRDA:
         return StepOutput(terms, logits)
 
 
-@register_objective("rrr")
+@register_objective("rrr", "Right for the Right Reasons (Ross et al. 2017): the input gradient penalised off the mask")
 def _rrr(cfg: ObjectiveConfig) -> Objective:
     return RRR(RRR_WEIGHT if cfg.input_grad_weight is None else cfg.input_grad_weight, cfg.temperature)
 
 
-@register_objective("gradmask")
+@register_objective(
+    "gradmask", "GradMask (Simpson et al. 2019): the label logit's input gradient penalised off the mask"
+)
 def _gradmask(cfg: ObjectiveConfig) -> Objective:
     return GradMask(GRADMASK_WEIGHT if cfg.input_grad_weight is None else cfg.input_grad_weight, cfg.temperature)
 
 
-@register_objective("rrda")
+@register_objective("rrda", "RRDA: each image's foreground pasted on another image's background, trained on both")
 def _rrda(cfg: ObjectiveConfig) -> Objective:
     return RRDA(cfg.rrda_original_weight, cfg.temperature)

@@ -121,12 +121,12 @@ class RelevanceGuided(Anchored):
         return StepOutput(terms, logits)
 
 
-@register_objective("erm")
+@register_objective("erm", "cross-entropy on the labels only (no guidance)")
 def _erm(cfg: ObjectiveConfig) -> Objective:
     return Classification()
 
 
-@register_objective("no-guidance")
+@register_objective("no-guidance", "the classification term of CFT alone, no relevance (the ablation)")
 def _no_guidance(cfg: ObjectiveConfig) -> Objective:
     return ConsistencyOnly(cfg.temperature, cfg.cls_target, anchor_weight=cfg.anchor_weight)
 
@@ -146,12 +146,14 @@ def _relevance_guided(cfg: ObjectiveConfig, robustvit: bool) -> Objective:
     )
 
 
-@register_objective("cft")
+@register_objective(
+    "cft", "concept-guided fine-tuning: relevance aligned with the concept masks, plus CFT's classification term"
+)
 def _cft(cfg: ObjectiveConfig) -> Objective:
     return _relevance_guided(cfg, robustvit=False)
 
 
-@register_objective("robustvit")
+@register_objective("robustvit", "RobustViT: relevance pushed off the background and onto the foreground mask")
 def _robustvit(cfg: ObjectiveConfig) -> Objective:
     """RelevanceGuided with CFTLoss(form="robustvit"): 0.8 * (2.0 * mean((Phi * (1 - S))^2)
     + 0.3 * mean(S * (Phi - 1)^2)) + 0.2 * CE(z / T, own argmax), the relevance of the label's class, as in

@@ -124,8 +124,8 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> Finet
 def check_recipe(recipe: FinetuneRecipe) -> None:
     """Checks that span fields (types were checked when the recipe was read)."""
     m, d = recipe.model, recipe.data
-    if d.source not in SOURCES:
-        raise CftError(f"data.source must be one of {', '.join(SOURCES)}, got {d.source!r}")
+    if d.source not in DATA_SOURCES:
+        raise CftError(f"data.source must be one of {', '.join(DATA_SOURCES)}, got {d.source!r}")
     from cft.world import SPLITS
 
     splits = DECOY_SPLITS if d.source == "decoy" else SPLITS
@@ -171,7 +171,7 @@ def check_recipe(recipe: FinetuneRecipe) -> None:
         make_world(recipe)  # checks data.world.*
     elif d.source == "decoy":
         check_decoy_config(d.decoy)
-    else:
+    elif d.source in disk_sources():
         _check_disk_data(d)
 
 
@@ -418,17 +418,30 @@ def _disk_source(recipe: FinetuneRecipe, needs_mask: bool, out: Path) -> SourceD
     return SourceData(classes, model, data.train, data.val, data.selection, default_collate, default_collate, where)
 
 
+DataSourceBuilder = Callable[[FinetuneRecipe, bool, Path], SourceData]  # (recipe, needs_mask, out) -> SourceData
 # data.source -> builder; the folder-like sources share one builder (cft.train.folder_data tells them apart)
-DATA_SOURCES: Registry[Callable[[FinetuneRecipe, bool, Path], SourceData]] = Registry("data source")
-for _name, _builder in (
-    ("world", _world_source),
-    ("decoy", _decoy_source),
-    ("folder", _disk_source),
-    ("waterbirds", _disk_source),
-    ("grouped", _disk_source),
+DATA_SOURCES: Registry[DataSourceBuilder] = Registry("data source")
+
+
+def register_data_source(name: str, description: str | None = None) -> Callable[[DataSourceBuilder], DataSourceBuilder]:
+    """Decorator: register a builder `(recipe, needs_mask, out) -> SourceData` as `data.source: name` (it checks the
+    data fields it reads; `build_model` sizes the model); description: one line for `cft ls data-sources`."""
+    return DATA_SOURCES.register(name, description)
+
+
+def disk_sources() -> tuple[str, ...]:
+    """The data sources read from image folders on disk by `cft.train.folder_data` (the ones `cft run` masks)."""
+    return tuple(name for name, builder in DATA_SOURCES.items() if builder is _disk_source)
+
+
+for _name, _builder, _description in (
+    ("world", _world_source, "the synthetic world (cft.world): images, labels and masks made on the fly"),
+    ("decoy", _decoy_source, "Decoy-MNIST / Decoy-FashionMNIST: real images with a planted decoy (data.decoy)"),
+    ("folder", _disk_source, "image folders: data.root/<class folder>/<images>, masks from a mask store"),
+    ("waterbirds", _disk_source, "Waterbirds: data.root/metadata.csv and its images"),
+    ("grouped", _disk_source, "a group-labelled dataset: data.root/metadata.csv (img_filename, y, split, group)"),
 ):
-    DATA_SOURCES.add(_name, _builder)
-SOURCES = tuple(DATA_SOURCES)
+    DATA_SOURCES.add(_name, _builder, _description)
 
 
 def run_finetune(recipe: FinetuneRecipe, out_dir: str | Path, resume: bool = False, progress: bool = True) -> FitResult:

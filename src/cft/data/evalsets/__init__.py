@@ -43,63 +43,70 @@ from cft.errors import CftError
 from cft.registry import Registry
 
 __all__ = [
-    "BENCHMARKS",
     "EVAL_SETS",
     "GROUP_NAMES",
     "Benchmark",
     "Sample",
+    "benchmark_names",
     "group_sizes",
     "load_benchmark",
     "read_seg_item",
     "register_eval_set",
+    "split_names",
 ]
-
-BENCHMARKS: tuple[str, ...] = (
-    "imagenet-val",
-    "imagenet-v2",
-    "imagenet-a",
-    "imagenet-r",
-    "imagenet-sketch",
-    "objectnet",
-    "si-location",
-    "si-rotation",
-    "si-size",
-    "imagenet-seg",
-    "waterbirds",
-    "grouped",
-)
 
 Reader = Callable[[Path], list[Benchmark]]
 EVAL_SETS: Registry[Reader] = Registry("evaluation set")  # name -> reader of ROOT (see register_eval_set)
-EVAL_SETS.update(
-    {
-        "imagenet-val": load_imagenet_val,
-        "imagenet-v2": load_imagenet_v2,
-        "imagenet-a": load_imagenet_a,
-        "imagenet-r": load_imagenet_r,
-        "imagenet-sketch": load_imagenet_sketch,
-        "objectnet": load_objectnet,
-        "si-location": lambda root: load_si_score("si-location", root),
-        "si-rotation": lambda root: load_si_score("si-rotation", root),
-        "si-size": lambda root: load_si_score("si-size", root),
-        "imagenet-seg": load_imagenet_seg,
-        "waterbirds": load_waterbirds,
-        "waterbirds:val": lambda root: load_waterbirds(root, split=1, name="waterbirds:val"),
-        "grouped": lambda root: load_grouped(root, fmt=GROUPED),
-        "grouped:val": lambda root: load_grouped(root, split=1, name="grouped:val", fmt=GROUPED),
-    }
-)
 
 
-def register_eval_set(name: str, reader: Reader) -> None:
-    """Add an evaluation set: `reader(root)` returns its protocols as Benchmarks (`cft evaluate --bench NAME=ROOT`)."""
-    EVAL_SETS.add(name, reader)
+def register_eval_set(name: str, reader: Reader, description: str | None = None) -> None:
+    """Add an evaluation set: `reader(root)` returns its protocols as Benchmarks (`cft evaluate --bench NAME=ROOT`);
+    description: one line for `cft ls eval-sets` (None: the reader's docstring). A name with a colon
+    ("waterbirds:val") is another split of a benchmark: listed apart from the benchmarks."""
+    EVAL_SETS.add(name, reader, description)
+
+
+def benchmark_names() -> tuple[str, ...]:
+    """The registered evaluation sets, other splits ("waterbirds:val") left out."""
+    return tuple(name for name in EVAL_SETS if ":" not in name)
+
+
+def split_names() -> tuple[str, ...]:
+    """The registered other splits of benchmarks ("waterbirds:val", "grouped:val")."""
+    return tuple(name for name in EVAL_SETS if ":" in name)
+
+
+for _name, _reader, _description in (
+    ("imagenet-val", load_imagenet_val, "ImageNet-1k validation, 1000-way"),
+    ("imagenet-v2", load_imagenet_v2, "ImageNet-V2, 1000-way"),
+    ("imagenet-a", load_imagenet_a, "ImageNet-A: the 200-class and the 1000-way protocol"),
+    ("imagenet-r", load_imagenet_r, "ImageNet-R: the 200-class and the 1000-way protocol"),
+    ("imagenet-sketch", load_imagenet_sketch, "ImageNet-Sketch, 1000-way"),
+    ("objectnet", load_objectnet, "ObjectNet restricted to the classes that map to ImageNet-1k"),
+    ("si-location", lambda root: load_si_score("si-location", root), "SI-Score, object location varied"),
+    ("si-rotation", lambda root: load_si_score("si-rotation", root), "SI-Score, object rotation varied"),
+    ("si-size", lambda root: load_si_score("si-size", root), "SI-Score, object size varied"),
+    ("imagenet-seg", load_imagenet_seg, "ImageNet-Segmentation (gtsegs_ijcv.mat): relevance against object masks"),
+    ("waterbirds", load_waterbirds, "Waterbirds test split: worst-group and mean accuracy"),
+    (
+        "waterbirds:val",
+        lambda root: load_waterbirds(root, split=1, name="waterbirds:val"),
+        "Waterbirds validation split",
+    ),
+    ("grouped", lambda root: load_grouped(root, fmt=GROUPED), "a grouped dataset's test split (metadata.csv)"),
+    (
+        "grouped:val",
+        lambda root: load_grouped(root, split=1, name="grouped:val", fmt=GROUPED),
+        "a grouped dataset's validation split",
+    ),
+):
+    register_eval_set(_name, _reader, _description)
 
 
 def load_benchmark(name: str, root: str | Path) -> list[Benchmark]:
     """The protocols of benchmark `name` read from `root`: two for imagenet-a / imagenet-r, else one."""
     key = name.strip().lower() if isinstance(name, str) else name
     if key not in EVAL_SETS:
-        extra = "waterbirds:val, grouped:val"
-        raise CftError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)} (or {extra})")
+        extra = f" (or {', '.join(split_names())})" if split_names() else ""
+        raise CftError(f"unknown benchmark {name!r}; choose one of: {', '.join(benchmark_names())}{extra}")
     return EVAL_SETS[key](Path(root).expanduser())
