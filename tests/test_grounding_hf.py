@@ -570,8 +570,9 @@ def test_bad_phrases_and_options(clipseg, vocab_dir):
 
 def test_registry_builds_by_name_and_checks_options(vocab_dir):
     assert tuple(SEGMENTERS) == ("grounded-sam", "sam3", "owlv2-sam", "clipseg", "world")
-    world = build_segmenter("world", threshold=0.6, sim=lambda a, b: np.zeros((len(a), len(b))))
+    world = build_segmenter("world", threshold=0.6, sim=lambda a, b: np.zeros((len(a), len(b))), mode="embedding")
     assert world.identity() == {"name": "world", "threshold": 0.6, "text_model": "custom"}
+    assert build_segmenter("world").identity() == {"name": "world", "mode": "vlm"}  # the default reads like a VLM
     assert isinstance(world, IdentifiedSegmenter)
     seg = build_segmenter("clipseg", clipseg=tiny_clipseg(vocab_dir), threshold=0.3, device="cpu")
     assert isinstance(seg, CLIPSeg) and seg.identity()["threshold"] == 0.3
