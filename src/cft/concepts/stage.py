@@ -6,7 +6,7 @@ import datetime
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cft.concepts.bank import Concept, ConceptBank, read_hand_bank
 from cft.concepts.filters import FilterConfig, filter_bank
@@ -17,6 +17,10 @@ from cft.concepts.validate import ValidationConfig, validate_bank, world_validat
 from cft.data.folders import ImageItem
 from cft.errors import CftError
 from cft.registry import Registry
+from cft.segmenter import IdentifiedSegmenter
+
+if TYPE_CHECKING:
+    from cft.world import SyntheticWorld
 
 LLMFactory = Callable[..., LLM]
 LLM_BACKENDS: Registry[LLMFactory] = Registry("LLM backend")  # factory(model, base_url, key env, timeout, ...)
@@ -155,11 +159,12 @@ def validate_in_world(
     cfg: ValidationConfig,
     world_seed: int = 0,
     threshold: float = 0.5,
-    world: Any = None,
-    segmenter: Any = None,
+    world: SyntheticWorld | None = None,
+    segmenter: IdentifiedSegmenter | None = None,
 ) -> tuple[ConceptBank, dict[str, Any]]:
     """Validate a bank of world classes on the val images of `world` (default: the default world with
-    `world_seed`) with a world segmenter (default: the embedding one at `threshold`)."""
+    `world_seed`) with a world segmenter (default: the world's, which reads a phrase as a VLM would; `threshold`
+    is its embedding mode's)."""
     from cft.world import SyntheticWorld
     from cft.world.segmenter import WorldSegmenter
 

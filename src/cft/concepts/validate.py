@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cft.concepts.bank import ConceptBank
 from cft.errors import CftError
 from cft.segmenter import Segmenter
+
+if TYPE_CHECKING:
+    from cft.world import SyntheticWorld, WorldSplit
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,7 @@ def validate_bank(
 
 
 def world_validation_inputs(
-    world: Any, split: Any = "val", classes: Sequence[str] | None = None, n: int = 30
+    world: SyntheticWorld, split: str | WorldSplit = "val", classes: Sequence[str] | None = None, n: int = 30
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[np.ndarray]]]:
     """Images (world sample dicts, what WorldSegmenter takes) and object masks: the first `n` samples of each class
     of `split` (a split name, generated at its default size, or a WorldSplit). `classes`: default all."""

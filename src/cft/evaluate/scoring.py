@@ -23,6 +23,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from cft.data.evalsets.common import Benchmark
 from cft.data.images import load_image
 from cft.errors import CftError
 from cft.evaluate.metrics import group_accuracies, mean_std, relevance_alignment
@@ -83,7 +84,7 @@ def _autocast(device: torch.device, opts: EvalOptions):
     return autocast(device, "auto" if opts.bf16 is None else "bf16" if opts.bf16 else "none")
 
 
-def predict_topk(model: nn.Module, bench: Any, opts: EvalOptions, transform=None, k: int = TOPK) -> np.ndarray:
+def predict_topk(model: nn.Module, bench: Benchmark, opts: EvalOptions, transform=None, k: int = TOPK) -> np.ndarray:
     """(N, k) class indices of the k best logits per sample (within `bench.allowed` when set), in sample order.
     Under torchrun each rank predicts every WORLD_SIZE-th sample and every rank gets the whole array back."""
     from cft.distributed import Distributed
@@ -111,7 +112,7 @@ class NonFiniteOutput(CftError):
 
 
 def _predict(
-    model: nn.Module, bench: Any, mine: list[int], opts: EvalOptions, transform, k: int
+    model: nn.Module, bench: Benchmark, mine: list[int], opts: EvalOptions, transform, k: int
 ) -> tuple[np.ndarray, int]:
     device = opts.resolved_device()
     channels_last = opts.channels_last if opts.channels_last is not None else device.type == "cuda"
@@ -151,7 +152,7 @@ def _bar(total: int, desc: str, enabled: bool):
     return progress_bar(total, desc, unit="img", enabled=enabled)
 
 
-def correctness(bench: Any, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def correctness(bench: Benchmark, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per sample: is the best prediction a target, is any of the top-5 a target."""
     targets = [set(s.targets) for s in bench.samples]
     top1 = np.array([int(t[0]) in ts for t, ts in zip(top, targets, strict=True)], bool)
@@ -160,7 +161,7 @@ def correctness(bench: Any, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score(
-    bench: Any,
+    bench: Benchmark,
     top: np.ndarray,
     seen: set[int] | None = None,
     train_group_sizes: Mapping[int, int] | None = None,
@@ -187,7 +188,7 @@ def score(
     return result
 
 
-def per_class_rows(bench: Any, top: np.ndarray, class_names: Sequence[str] | None) -> list[dict[str, Any]]:
+def per_class_rows(bench: Benchmark, top: np.ndarray, class_names: Sequence[str] | None) -> list[dict[str, Any]]:
     """One row per class (the sample's first target): n, top-1, top-5."""
     c1, c5 = correctness(bench, top)
     first = np.array([s.targets[0] if s.targets else -1 for s in bench.samples])
@@ -226,7 +227,7 @@ def mask_transform(config: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarr
     return apply
 
 
-def segmentation_scores(model: nn.Module, bench: Any, opts: EvalOptions, read_item: Callable) -> dict[str, Any]:
+def segmentation_scores(model: nn.Module, bench: Benchmark, opts: EvalOptions, read_item: Callable) -> dict[str, Any]:
     """Pixel accuracy, mIoU and mAP of the relevance maps (predicted class) against the ground-truth masks; the
     image and its mask get the same resize and centre crop. Relevance needs gradients: no inference mode here."""
     from cft.data.images import preprocessor
