@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from cft.data.walk import subfolders
 from cft.errors import CftError
 
 # ImageNet readable names that collide (two synsets, the same first synonym): disambiguated by index.
@@ -59,8 +60,6 @@ def resolve_classes(spec: str) -> list[str]:
     elif spec == "world":
         names, what = world_class_names(), "'world'"
     elif path.is_dir():
-        from cft.data.folders import subfolders  # folders imports this module: a local import
-
         names = [p.name for p in subfolders(path)]
         what = f"folder {path}"
     elif path.is_file():

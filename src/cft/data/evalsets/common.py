@@ -6,7 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cft.data.folders import Skipped, image_files, subfolders
+from cft.data.walk import Skipped, image_files, subfolders
 from cft.errors import CftError
 
 

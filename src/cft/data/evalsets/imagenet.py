@@ -12,7 +12,7 @@ from pathlib import Path
 from cft.data.classes import imagenet_wnids, wnid_to_index
 from cft.data.evalsets.class_lists import IMAGENET_A_WNIDS, IMAGENET_R_WNIDS
 from cft.data.evalsets.common import Benchmark, Sample, class_folder_samples, require_dir, sort_samples, unwrap
-from cft.data.folders import flat_images, subfolders
+from cft.data.walk import flat_images, subfolders
 from cft.errors import CftError
 
 VAL_LAYOUT = (

@@ -30,7 +30,7 @@ import json
 from pathlib import Path
 
 from cft.data.evalsets.common import Benchmark, class_folder_samples, require_dir, unwrap
-from cft.data.folders import subfolders
+from cft.data.walk import subfolders
 from cft.errors import CftError
 
 LAYOUT = (
