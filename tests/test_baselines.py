@@ -19,8 +19,8 @@ from cft.config import from_dict, load_config
 from cft.relevance import relevance
 from cft.train import RRDA, RRR, GradMask, ObjectiveConfig, RelevanceGuided, build_objective
 from cft.train.baselines import GRADMASK_WEIGHT, RRR_WEIGHT, background_permutation, paste_foregrounds
-from tests.conftest import tiny_vit
-from tests.test_trainer import Blobs, _trainer
+from tests.helpers.models import tiny_vit
+from tests.helpers.trainer import Blobs, make_trainer
 
 F64 = torch.float64
 
@@ -333,7 +333,7 @@ EXPECTED_TERMS = {
 
 @pytest.mark.parametrize("name", list(EXPECTED_TERMS))
 def test_trainer_fits_each_baseline(tmp_path, name):
-    trainer = _trainer(tmp_path / name, objective=name, epochs=2)
+    trainer = make_trainer(tmp_path / name, objective=name, epochs=2)
     before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     result = trainer.fit(RandomMasks(8), RandomMasks(4, seed=1))
     for record in result.history:
@@ -351,7 +351,7 @@ def test_trainer_fits_each_baseline(tmp_path, name):
 def test_rrda_under_the_trainer_is_deterministic(tmp_path):
     runs = []
     for run in ("a", "b"):
-        trainer = _trainer(tmp_path / run, objective="rrda", epochs=1)
+        trainer = make_trainer(tmp_path / run, objective="rrda", epochs=1)
         trainer.fit(RandomMasks(8), None)
         runs.append(trainer.model.state_dict())
     for k in runs[0]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import load_benchmark
+from tests.helpers.benchmarks import load_benchmark
 
 TOY = ["--img-size", "16", "--patch", "8", "--depth", "2", "--embed-dim", "24", "--heads", "2", "--batch", "2"]
 TOY += ["--num-classes", "5", "--steps", "2", "--warmup", "1", "--threads", "1"]

@@ -15,7 +15,7 @@ from cft.concepts.prompts import PROMPT_KINDS
 from cft.concepts.propose import propose
 from cft.concepts.stage import propose_bank
 from cft.errors import CftError
-from tests.chat_server import canned, last_user, reply
+from tests.helpers.chat_server import canned, last_user, reply
 
 KEY_ENV = "CFT_TEST_LLM_KEY"
 SECRET = "sk-test-0123456789-do-not-leak"

@@ -8,7 +8,7 @@ import pytest
 
 from cft.cli import main
 from cft.concepts.bank import ConceptBank
-from tests.chat_server import canned, reply
+from tests.helpers.chat_server import canned, reply
 
 KEY_ENV = "CFT_TEST_CLI_KEY"
 

@@ -16,6 +16,7 @@ from cft.data.classes import imagenet_wnids, wnid_to_index
 from cft.data.evalsets import Benchmark, benchmark_names, group_sizes, load_benchmark, read_seg_item
 from cft.data.evalsets.class_lists import IMAGENET_A_WNIDS, IMAGENET_R_WNIDS, SI_SCORE_CLASSES
 from cft.errors import CftError
+from tests.helpers.evalsets import write_mat
 
 A_STINGRAY, A_LAST = "n01498041", "n12267677"  # ImageNet-A classes, indices 6 and 988
 R_GOLDFISH = "n01443537"  # ImageNet-R class, index 1
@@ -255,29 +256,11 @@ def test_si_score_foreground_classes_csv(tmp_path):
 # ---------------------------------------------------------------- ImageNet-Segmentation (.mat, HDF5 v7.3)
 
 
-def _write_mat(path: Path, images: list[np.ndarray], masks: list[np.ndarray]) -> Path:
-    """The gtsegs_ijcv.mat structure: value/img, value/gt as N x 1 references; arrays stored transposed."""
-    with h5py.File(path, "w", userblock_size=512) as f:  # MATLAB v7.3 files carry a 512-byte header block
-        refs = f.create_group("#refs#")
-        img_refs = np.empty((len(images), 1), dtype=h5py.ref_dtype)
-        gt_refs = np.empty((len(images), 1), dtype=h5py.ref_dtype)
-        for i, (image, mask) in enumerate(zip(images, masks)):
-            img_refs[i, 0] = refs.create_dataset(f"img{i}", data=image.transpose(2, 1, 0)).ref
-            inner = refs.create_dataset(f"gt{i}_mask", data=mask.T.astype(np.uint8))
-            holder = refs.create_dataset(f"gt{i}", shape=(1, 1), dtype=h5py.ref_dtype)
-            holder[0, 0] = inner.ref
-            gt_refs[i, 0] = holder.ref
-        value = f.create_group("value")
-        value.create_dataset("img", data=img_refs)
-        value.create_dataset("gt", data=gt_refs)
-    return path
-
-
 def test_imagenet_seg_roundtrip(tmp_path):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((5, 7), (6, 4))]
     masks = [rng.random(im.shape[:2]) > 0.5 for im in images]
-    path = _write_mat(tmp_path / "gtsegs_ijcv.mat", images, masks)
+    path = write_mat(tmp_path / "gtsegs_ijcv.mat", images, masks)
     (bench,) = load_benchmark("imagenet-seg", tmp_path)
     assert [(s.path, s.index, s.targets) for s in bench.samples] == [(path, 0, ()), (path, 1, ())]
     assert bench.info["num_samples"] == 2 and load_benchmark("imagenet-seg", path)[0].samples == bench.samples

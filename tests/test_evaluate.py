@@ -214,14 +214,14 @@ def test_waterbirds_needs_a_two_class_model(tmp_path, capsys):
 
 
 def test_imagenet_seg_scores_relevance(tmp_path):
-    from tests.test_eval_sets import _write_mat
+    from tests.helpers.evalsets import write_mat
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(3)]
     masks = [np.zeros((40, 48), bool) for _ in range(3)]
     for m in masks:
         m[10:30, 12:36] = True
-    _write_mat(tmp_path / "gtsegs_ijcv.mat", images, masks)
+    write_mat(tmp_path / "gtsegs_ijcv.mat", images, masks)
     out = tmp_path / "seg.json"
     assert main(_tiny_args(tmp_path, "--bench", f"imagenet-seg={tmp_path}", "--out", str(out))) == 0
     seg = json.loads(out.read_text())["benchmarks"]["imagenet-seg"]

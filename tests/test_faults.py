@@ -24,9 +24,9 @@ from cft.errors import CftError
 from cft.grounding.build import run_masks
 from cft.grounding.store import MaskStore
 from cft.models import save_checkpoint
-from tests.masks_helpers import FakeSegmenter, write_bank, write_tree
+from tests.helpers.masks import FakeSegmenter, write_bank, write_tree
+from tests.helpers.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model-arg", "img_size=32", "--model-arg", "patch_size=8", "--model-arg", "depth=1"]
 TINY_RECIPE = (
     "objective:\n  name: erm\ndata:\n  masks: none\n  world: {image_size: 32}\n  n_train: 20\n  n_val: 10\n"
@@ -493,7 +493,7 @@ def test_an_os_error_at_write_time_is_one_line(tmp_path, capsys, monkeypatch):
 def test_timeout_is_a_deadline_for_a_trickling_server(serve):
     from cft.concepts.llm import Sampling
     from cft.concepts.llm_openai import OpenAIBackend
-    from tests.chat_server import reply
+    from tests.helpers.chat_server import reply
 
     server = serve(lambda body, headers, i: reply("1. wheel\n2. door", trickle=0.05))  # ~10 s for the body
     llm = OpenAIBackend(server.url, "m", timeout=0.5, retries=0)
@@ -517,7 +517,7 @@ def test_undecodable_answers_are_not_cached(serve, tmp_path):
     from cft.concepts.llm import ResponseCache, Sampling
     from cft.concepts.llm_openai import OpenAIBackend
     from cft.concepts.propose import propose
-    from tests.chat_server import reply
+    from tests.helpers.chat_server import reply
 
     raw = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "1. wh\xffel"}}]}'
     server = serve(lambda body, headers, i: reply(raw=raw))  # not UTF-8: decoded with U+FFFD

@@ -11,7 +11,7 @@ from PIL import Image
 
 from cft.cli import main
 from cft.grounding.build import run_masks
-from tests.masks_helpers import FakeSegmenter, write_bank, write_tree
+from tests.helpers.masks import FakeSegmenter, write_bank, write_tree
 
 TIMM = ["model.name=vit_tiny_patch16_224", "model.kwargs={patch_size: 8, depth: 1, embed_dim: 24, num_heads: 2}"]
 DISK = ["data.image_size=32", "data.resize=36", "train.epochs=2", "train.batch_size=2", "train.optim.lr=1e-3"]

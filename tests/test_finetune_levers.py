@@ -124,7 +124,7 @@ def test_anchor_images_add_the_kl_on_them_to_the_loss():
 
 def test_anchor_images_ride_with_the_few_shot_items(tmp_path):
     from cft.train.recipe import DATA_SOURCES, recipe_from_dict
-    from tests.test_decoy import make_tree, tiny_recipe
+    from tests.helpers.decoy import make_tree, tiny_recipe
 
     tree = make_tree(tmp_path / "fmnist")
     recipe = tiny_recipe(tree, cls_target="original")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from tests.conftest import load_benchmark
+from tests.helpers.benchmarks import load_benchmark
 
 
 def _gpu_check():

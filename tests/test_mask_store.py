@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,10 +18,10 @@ from cft.data.folders import list_images
 from cft.errors import CftError
 from cft.grounding.build import build_masks, run_masks, shard
 from cft.grounding.store import MaskStore
-from tests.masks_helpers import CLASSES, FakeSegmenter, expected_mask, write_bank, write_tree
+from tests.helpers.masks import CLASSES, FakeSegmenter, expected_mask, write_bank, write_tree
+from tests.helpers.paths import ROOT, worker
 
-WORKER = Path(__file__).with_name("masks_worker.py")
-ROOT = Path(__file__).resolve().parents[1]
+WORKER = worker("masks_worker")
 
 
 @pytest.fixture

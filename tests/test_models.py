@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import cft
-from tests.conftest import TINY
+from tests.helpers.models import TINY
 
 ZOO = [
     ("vit_base_patch16_224", {}, 1),

@@ -10,8 +10,8 @@ import torch
 
 import cft
 from cft.losses import CFTLoss
-from tests.conftest import tiny_vit
-from tests.reference import REFERENCES, reference_batch
+from tests.helpers.models import tiny_vit
+from tests.helpers.reference import REFERENCES, reference_batch
 
 METHODS = list(cft.METHODS)  # the registry: a method registered without a reference fails below
 FIRST_ORDER = [m for m in METHODS if not cft.METHODS[m].create_graph_default]  # gradients taken as constants

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 import cft
 from cft.losses import CFTLoss
 from cft.models.hf import HFClassifier
-from tests.conftest import tiny_vit
-from tests.reference import minmax
+from tests.helpers.models import tiny_vit
+from tests.helpers.reference import minmax
 
 transformers = pytest.importorskip("transformers")
 

@@ -15,7 +15,7 @@ from cft.grounding.build import build_masks
 from cft.grounding.store import MaskStore
 from cft.train import ObjectiveConfig, OptimConfig, TrainConfig, Trainer, build_objective
 from cft.train.masked_data import PairedTransform, StoreImageDataset
-from tests.masks_helpers import FakeSegmenter, write_bank, write_tree
+from tests.helpers.masks import FakeSegmenter, write_bank, write_tree
 
 
 def test_crop_and_flip_match_a_plain_implementation():

@@ -11,49 +11,12 @@ from safetensors.torch import load_file
 import cft
 from cft.config import load_config
 from cft.train import ObjectiveConfig, OptimConfig, TrainConfig, Trainer, build_objective
-from tests.conftest import TINY, tiny_vit
-
-
-class Blobs(torch.utils.data.Dataset):
-    """Class k: a square of colour k in quadrant k; the mask is the square."""
-
-    def __init__(self, n: int, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.items = []
-        for i in range(n):
-            label = i % 4
-            img = torch.randn(3, 32, 48, generator=g) * 0.1
-            mask = torch.zeros(32, 48)
-            r, c = divmod(label, 2)
-            mask[r * 16 + 4 : r * 16 + 12, c * 24 + 6 : c * 24 + 18] = 1
-            colour = torch.full((3, 1, 1), 4.0) if label == 3 else torch.eye(3)[label][:, None, None] * 4
-            self.items.append({"image": img + colour * mask, "label": label, "mask": mask})
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.items[i]
-
-
-def collate(items: list[dict]) -> dict[str, torch.Tensor]:
-    return {
-        "image": torch.stack([x["image"] for x in items]),
-        "label": torch.tensor([x["label"] for x in items]),
-        "mask": torch.stack([x["mask"] for x in items]),
-    }
-
-
-def _trainer(tmp_path, objective="erm", epochs=3, **train):
-    torch.manual_seed(0)
-    model = cft.load_model("vit_tiny_patch16_224", **{**TINY, "num_classes": 4, "img_size": (32, 48)})
-    optim = train.pop("optim", OptimConfig(lr=1e-3, lr_decay_every=1))
-    cfg = TrainConfig(epochs=epochs, batch_size=4, optim=optim, progress=False, **train)
-    return Trainer(model, build_objective(ObjectiveConfig(name=objective)), cfg, tmp_path, collate)
+from tests.helpers.models import tiny_vit
+from tests.helpers.trainer import Blobs, collate, make_trainer
 
 
 def test_erm_learns_and_writes_artifacts(tmp_path):
-    trainer = _trainer(tmp_path / "run", epochs=5)
+    trainer = make_trainer(tmp_path / "run", epochs=5)
     result = trainer.fit(Blobs(32), Blobs(16, seed=1))
     assert result.history[-1]["val_top1"] >= 0.5 > result.history[0]["val_top1"]
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
@@ -66,7 +29,7 @@ def test_erm_learns_and_writes_artifacts(tmp_path):
 
 @pytest.mark.parametrize("objective", ["cft", "no-guidance"])
 def test_guided_objectives_step(tmp_path, objective):
-    trainer = _trainer(tmp_path / objective, objective=objective, epochs=1)
+    trainer = make_trainer(tmp_path / objective, objective=objective, epochs=1)
     result = trainer.fit(Blobs(8), None)
     terms = {k for k in result.history[0] if k.startswith("train_")}
     expected = {"train_loss", "train_cls", "train_top1", "train_seconds"}
@@ -81,13 +44,13 @@ def _weights(path):
 
 @pytest.mark.parametrize("objective", ["erm", "cft"])
 def test_resume_equals_uninterrupted(tmp_path, objective):
-    full = _trainer(tmp_path / "full", objective=objective, epochs=3, save_every_steps=3)
+    full = make_trainer(tmp_path / "full", objective=objective, epochs=3, save_every_steps=3)
     full.fit(Blobs(20), Blobs(8, seed=1))
 
     class Killed(Exception):
         pass
 
-    killed = _trainer(tmp_path / "killed", objective=objective, epochs=3, save_every_steps=3)
+    killed = make_trainer(tmp_path / "killed", objective=objective, epochs=3, save_every_steps=3)
     original_save = killed._save_state
 
     def save_then_die():
@@ -98,7 +61,7 @@ def test_resume_equals_uninterrupted(tmp_path, objective):
     killed._save_state = save_then_die
     with pytest.raises(Killed):
         killed.fit(Blobs(20), Blobs(8, seed=1))
-    resumed = _trainer(tmp_path / "killed", objective=objective, epochs=3, save_every_steps=3)
+    resumed = make_trainer(tmp_path / "killed", objective=objective, epochs=3, save_every_steps=3)
     resumed.fit(Blobs(20), Blobs(8, seed=1), resume=True)
     a, b = _weights(tmp_path / "full" / "last.safetensors"), _weights(tmp_path / "killed" / "last.safetensors")
     assert a.keys() == b.keys()
@@ -114,13 +77,13 @@ def test_resume_equals_uninterrupted(tmp_path, objective):
 def test_interrupt_between_state_and_metrics_line_loses_no_line(tmp_path):
     """Killed right after an epoch's state is saved, before its metrics line: --resume writes the saved epochs'
     lines, so the log ends as the uninterrupted run's."""
-    full = _trainer(tmp_path / "full", epochs=3)
+    full = make_trainer(tmp_path / "full", epochs=3)
     full.fit(Blobs(8), Blobs(4, seed=1))
 
     class Killed(Exception):
         pass
 
-    killed = _trainer(tmp_path / "killed", epochs=3)
+    killed = make_trainer(tmp_path / "killed", epochs=3)
     original_save = killed._save_state
 
     def save_then_die():
@@ -132,7 +95,7 @@ def test_interrupt_between_state_and_metrics_line_loses_no_line(tmp_path):
     with pytest.raises(Killed):
         killed.fit(Blobs(8), Blobs(4, seed=1))
     assert len((tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()) == 1  # epoch 2's line is missing
-    _trainer(tmp_path / "killed", epochs=3).fit(Blobs(8), Blobs(4, seed=1), resume=True)
+    make_trainer(tmp_path / "killed", epochs=3).fit(Blobs(8), Blobs(4, seed=1), resume=True)
     want = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     got = [json.loads(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in got] == [1, 2, 3]
@@ -141,11 +104,11 @@ def test_interrupt_between_state_and_metrics_line_loses_no_line(tmp_path):
 
 
 def test_existing_run_needs_resume(tmp_path):
-    _trainer(tmp_path, epochs=1).fit(Blobs(4), None)
+    make_trainer(tmp_path, epochs=1).fit(Blobs(4), None)
     with pytest.raises(cft.CftError, match="--resume"):
-        _trainer(tmp_path, epochs=1).fit(Blobs(4), None)
+        make_trainer(tmp_path, epochs=1).fit(Blobs(4), None)
     with pytest.raises(cft.CftError, match="nothing to resume"):
-        _trainer(tmp_path / "empty", epochs=1).fit(Blobs(4), None, resume=True)
+        make_trainer(tmp_path / "empty", epochs=1).fit(Blobs(4), None, resume=True)
 
 
 def test_bad_configs():
@@ -162,7 +125,7 @@ def test_bad_configs():
 def test_cosine_schedule_with_warmup(tmp_path):
     import math
 
-    trainer = _trainer(tmp_path, epochs=4, optim=OptimConfig(lr=1e-3, schedule="cosine", warmup_epochs=1))
+    trainer = make_trainer(tmp_path, epochs=4, optim=OptimConfig(lr=1e-3, schedule="cosine", warmup_epochs=1))
     factors = [trainer._lr_factor(e) for e in range(4)]
     expected = [0.1, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4))]
     assert factors == pytest.approx(expected)
@@ -181,16 +144,16 @@ class Stream(Blobs):
 
 def test_streams_hear_each_epoch_also_after_resume(tmp_path):
     stream = Stream(8)
-    _trainer(tmp_path / "a", epochs=2).fit(stream, None)
+    make_trainer(tmp_path / "a", epochs=2).fit(stream, None)
     assert stream.epochs == [0, 1]
     resumed = Stream(8)
-    _trainer(tmp_path / "a", epochs=3).fit(resumed, None, resume=True)
+    make_trainer(tmp_path / "a", epochs=3).fit(resumed, None, resume=True)
     assert resumed.epochs == [2]
 
 
 def test_bad_schedule_is_named(tmp_path):
     with pytest.raises(cft.errors.CftError, match="train.optim.schedule"):
-        _trainer(tmp_path, optim=OptimConfig(schedule="linear"))
+        make_trainer(tmp_path, optim=OptimConfig(schedule="linear"))
 
 
 class _ExplodesAt:
@@ -213,7 +176,7 @@ class _ExplodesAt:
 def test_a_non_finite_loss_stops_training_naming_epoch_and_step(tmp_path):
     """16 images, batch 4: the 7th step is epoch 2, step 3. Training stops there with a clear error, the weights
     stay those of the last step applied, and no checkpoint of the broken step is written."""
-    trainer = _trainer(tmp_path, epochs=3)
+    trainer = make_trainer(tmp_path, epochs=3)
     trainer.objective = _ExplodesAt(7)
     with pytest.raises(cft.CftError, match=r"the training loss is inf at epoch 2, step 3") as err:
         trainer.fit(Blobs(16), None)
@@ -226,11 +189,11 @@ def test_a_non_finite_loss_stops_training_naming_epoch_and_step(tmp_path):
 def test_resume_removes_orphans_and_checks_a_finished_runs_checkpoints(tmp_path):
     """A temporary file a kill left behind is removed; resuming a finished run whose last.safetensors is damaged
     says so instead of reporting success."""
-    _trainer(tmp_path, epochs=1).fit(Blobs(8), None)
+    make_trainer(tmp_path, epochs=1).fit(Blobs(8), None)
     orphan = tmp_path / ".last.safetensors.x1y2.tmp"
     orphan.write_bytes(b"half a checkpoint")
-    _trainer(tmp_path, epochs=1).fit(Blobs(8), None, resume=True)
+    make_trainer(tmp_path, epochs=1).fit(Blobs(8), None, resume=True)
     assert not orphan.exists()
     (tmp_path / "last.safetensors").write_bytes(b"damaged")
     with pytest.raises(cft.CftError, match="last.safetensors"):
-        _trainer(tmp_path, epochs=1).fit(Blobs(8), None, resume=True)
+        make_trainer(tmp_path, epochs=1).fit(Blobs(8), None, resume=True)

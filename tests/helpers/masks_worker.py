@@ -1,14 +1,14 @@
-"""Run `run_masks` with the fake segmenter: `python tests/masks_worker.py IMAGES BANK OUT LOG [DIE_AFTER]`
+"""Run `run_masks` with the fake segmenter: `python tests/helpers/masks_worker.py IMAGES BANK OUT LOG [DIE_AFTER]`
 (under torchrun, or killed mid-way, by tests/test_mask_store.py)."""
 
 import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `tests.helpers`
 
 from cft.grounding.build import run_masks  # noqa: E402
-from tests.masks_helpers import FakeSegmenter  # noqa: E402
+from tests.helpers.masks import FakeSegmenter  # noqa: E402
 
 images, bank, out, log = sys.argv[1:5]
 die_after = int(sys.argv[5]) if len(sys.argv) > 5 else None

@@ -1,4 +1,4 @@
-"""Fine-tune a tiny ViT with CFT under torchrun or alone: `python tests/ddp_worker.py RUN_DIR OUT.pt BATCH`
+"""Fine-tune a tiny ViT with CFT under torchrun or alone: `python tests/helpers/ddp_worker.py RUN_DIR OUT.pt BATCH`
 (used by tests/test_distributed.py). Float64 throughout, so one process and two agree to rounding."""
 
 import sys
@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, default_collate
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, for `tests.helpers`
 
 from cft.train import ObjectiveConfig, OptimConfig, TrainConfig, Trainer, build_objective  # noqa: E402
-from tests.conftest import tiny_vit  # noqa: E402
+from tests.helpers.models import tiny_vit  # noqa: E402
 
 
 class Blobs(Dataset):

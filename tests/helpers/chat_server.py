@@ -1,4 +1,5 @@
-"""A scripted OpenAI-compatible chat-completions server on 127.0.0.1 for tests, and its pytest fixture."""
+"""A scripted OpenAI-compatible chat-completions server on 127.0.0.1 for tests (the `serve` fixture in
+tests/conftest.py starts one)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import threading
 import time
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import pytest
 
 
 def reply(*contents, status=200, headers=None, raw=None, delay=0.0, trickle=0.0):
@@ -83,20 +82,6 @@ class Server:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def start(script):
-        server = Server(script)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def last_user(body):
