@@ -1,5 +1,5 @@
 """Run `run_masks` with the fake segmenter: `python tests/helpers/masks_worker.py IMAGES BANK OUT LOG [DIE_AFTER]`
-(under torchrun, or killed mid-way, by tests/test_mask_store.py)."""
+(under torchrun, or killed mid-way, by tests/grounding/test_store.py)."""
 
 import os
 import sys

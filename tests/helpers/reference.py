@@ -117,7 +117,7 @@ def _input_grad(p: Pass) -> torch.Tensor:
     return pixel.reshape(p.grid[0], ph, p.grid[1], pw).mean(dim=(1, 3))
 
 
-# relevance method -> its per-image reference, unnormalised; tests/test_relevance.py checks that every method of
+# relevance method -> its per-image reference, unnormalised; tests/relevance/test_methods.py checks that every method of
 # cft.METHODS has one here
 REFERENCES = {
     "grad-rollout": _grad_rollout,

@@ -28,7 +28,7 @@ MODELS = {
 
 
 def test_every_registered_method_has_a_per_image_reference():
-    assert sorted(cft.METHODS) == sorted(REFERENCES), "add the reference of a new method to tests/reference.py"
+    assert sorted(cft.METHODS) == sorted(REFERENCES), "add the reference of a new method to tests/helpers/reference.py"
 
 
 @pytest.mark.parametrize("method", METHODS)

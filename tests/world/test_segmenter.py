@@ -1,5 +1,5 @@
 """The world's embedding segmenter: phrases to exact part masks through sentence embeddings (the vlm mode, the
-default, has its truth table in test_world_vocabulary.py)."""
+default, has its truth table in tests/world/test_vocabulary.py)."""
 
 from __future__ import annotations
 
