@@ -64,7 +64,7 @@ def bench_backends(n: int) -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.test_grounding_hf import tiny_segmenters  # the tests' tiny random models, built offline
+    from tests.helpers.grounding import tiny_segmenters  # the tests' tiny random models, built offline
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (375, 500, 3), dtype=np.uint8) for _ in range(n)]

@@ -8,16 +8,15 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import tiny_vit
-from tests.ddp_worker import run
+from tests.helpers.ddp_worker import run
+from tests.helpers.models import tiny_vit
+from tests.helpers.paths import ROOT, worker
 
-WORKER = Path(__file__).with_name("ddp_worker.py")
-ROOT = Path(__file__).resolve().parents[1]
+WORKER = worker("ddp_worker")
 
 
 def _free_port() -> int:

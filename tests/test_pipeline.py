@@ -16,13 +16,15 @@ import pytest
 import yaml
 from PIL import Image
 
-from cft.cli import main
-from cft.config import packaged_recipes
-from cft.models import read_state_dict
-from tests.masks_helpers import write_bank
-from tests.test_grounding_hf import save, tiny_clipseg, write_vocab
+pytest.importorskip("transformers")  # the tiny CLIPSeg
 
-ROOT = Path(__file__).resolve().parents[1]
+from cft.cli import main  # noqa: E402
+from cft.config import packaged_recipes  # noqa: E402
+from cft.models import read_state_dict  # noqa: E402
+from tests.helpers.grounding import save, tiny_clipseg, write_vocab  # noqa: E402
+from tests.helpers.masks import write_bank  # noqa: E402
+from tests.helpers.paths import ROOT  # noqa: E402
+
 CLASSES = {"n01440764": ("tench", 0), "n01443537": ("goldfish", 1), "n01484850": ("great white shark", 2)}
 CLASSES["n01491361"] = ("tiger shark", 3)
 TINY = {"patch_size": 8, "depth": 1, "embed_dim": 24, "num_heads": 2}
