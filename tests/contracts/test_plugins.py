@@ -17,6 +17,7 @@ import cft
 from cft import registry
 from cft.cli import main
 from cft.errors import CftError
+from tests.helpers.registries import registrations_undone
 
 PLUGIN = '''
 """A tiny cft plug-in: one component of every kind."""
@@ -98,29 +99,14 @@ def _distribution(root: Path, name: str, source: str, entry: str) -> None:
     (info / "entry_points.txt").write_text(f"[cft.plugins]\n{entry}\n")
 
 
-def _registries() -> list[registry.Registry]:
-    from cft.concepts.stage import LLM_BACKENDS
-    from cft.data.evalsets import EVAL_SETS
-    from cft.grounding.registry import SEGMENTERS
-    from cft.models import MODEL_FAMILIES
-    from cft.relevance import BACKENDS, METHODS
-    from cft.train import OBJECTIVES
-    from cft.train.recipe import DATA_SOURCES
-
-    return [METHODS, BACKENDS, MODEL_FAMILIES, OBJECTIVES, SEGMENTERS, EVAL_SETS, DATA_SOURCES, LLM_BACKENDS]
-
-
 @pytest.fixture
 def fresh(monkeypatch):
     """A process that has not loaded its plug-ins yet; afterwards what they registered and imported is gone."""
-    before = {id(r): set(dict.keys(r)) for r in _registries()}
     modules = set(sys.modules)
     monkeypatch.setattr(registry, "_plugins", registry._Plugins())
     monkeypatch.delenv(registry.DISABLE_PLUGINS, raising=False)
-    yield
-    for r in _registries():
-        for name in set(dict.keys(r)) - before[id(r)]:
-            dict.pop(r, name)
+    with registrations_undone():
+        yield
     for name in set(sys.modules) - modules:
         if name.startswith("cft_"):
             del sys.modules[name]
