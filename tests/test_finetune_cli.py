@@ -91,6 +91,40 @@ def test_resume_and_rerun(config, tmp_path, capsys):
     assert_clean_error(capsys, "nothing to resume")
 
 
+# the objective section as the flat ObjectiveConfig saved it in every run's config.yaml (before issue 22)
+FLAT_OBJECTIVE = {
+    "form": "paper",
+    "method": "grad-rollout",
+    "create_graph": None,
+    "align_weight": 0.8,
+    "cls_weight": 0.2,
+    "temperature": 1.0,
+    "concept_weight": None,
+    "non_concept_weight": None,
+    "cls_target": "self",
+    "mask_resolution": "image",
+    "relevance_target": None,
+    "input_grad_weight": None,
+    "rrda_original_weight": 1.0,
+    "anchor_weight": 1.0,
+}
+
+
+def test_resume_a_run_saved_with_every_objectives_fields(config, tmp_path, capsys):
+    """A run whose config.yaml holds the fields of every objective (as runs saved before each objective owned its
+    settings) resumes: the fields its objective does not read cannot differ; a field it reads still must not."""
+    out = tmp_path / "run"
+    assert finetune(config, out, "train.epochs=1") == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["objective"] == {"name": "erm"}
+    saved["objective"] = {"name": "erm", **FLAT_OBJECTIVE}
+    (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert finetune(config, out, "train.epochs=2", resume=True) == 0
+    assert len(metrics(out)) == 2
+    assert finetune(config, out, "train.epochs=3", "objective.name=no-guidance", resume=True) == 2
+    assert_clean_error(capsys, "objective.name")
+
+
 @pytest.mark.parametrize(
     ("sets", "needles"),
     [

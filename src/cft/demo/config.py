@@ -8,7 +8,7 @@ from typing import Any
 from cft.concepts.world import WorldConceptConfig
 from cft.config import from_dict, merge
 from cft.errors import CftError
-from cft.train import OBJECTIVES, ObjectiveConfig, build_objective
+from cft.train import OBJECTIVES, CFTSettings, ConsistencySettings, ObjectiveConfig, build_objective, objective_config
 from cft.train.trainer import OptimConfig, check_optim
 from cft.world import SyntheticWorld
 from cft.world.model import WorldModelConfig
@@ -78,10 +78,10 @@ class FinetuneConfig:
     lr_decay_every: int = 2
     # a variant's own learning rate, chosen on val like `lr` (variants not listed use `lr`)
     lrs: dict[str, float] = field(default_factory=dict)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    object_objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    # ObjectiveConfig fields per baseline of --all-baselines. The penalty weights were chosen on val as lr was
-    # (scripts/tune_demo.py; rrr tried 1e-4 .. 1e4, gradmask 0.4 .. 4e5): none beat plain fine-tuning there
+    objective: ObjectiveConfig = field(default_factory=CFTSettings)  # cft and cft-parts (flat, as a recipe's)
+    object_objective: ObjectiveConfig = field(default_factory=CFTSettings)  # object-masks
+    # each baseline's own settings (its objective's fields) for --all-baselines. The penalty weights were chosen on
+    # val as lr was (scripts/tune_demo.py; rrr tried 1e-4 .. 1e4, gradmask 0.4 .. 4e5): none beat plain fine-tuning
     baseline_settings: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"rrr": {"input_grad_weight": 1e-4}, "gradmask": {"input_grad_weight": 400.0}}
     )
@@ -149,7 +149,7 @@ def demo_config(overrides: dict[str, Any] | None = None, quick: bool = False) ->
             raise CftError(f"demo config finetune.{name} must be >= 1, got {getattr(f, name)}")
     if not 0 < f.class_fraction <= 1:
         raise CftError(f"demo config finetune.class_fraction must be in (0, 1], got {f.class_fraction}")
-    for baseline in cfg.baselines:
+    for baseline in dict.fromkeys([*cfg.baselines, *f.baseline_settings]):
         build_objective(variant_objective(cfg, baseline))
     return cfg
 
@@ -175,9 +175,11 @@ def variant_objective(cfg: DemoConfig, variant: str) -> ObjectiveConfig:
         return cfg.finetune.objective
     if variant == "object-masks":
         return cfg.finetune.object_objective
-    if variant == "no-guidance":
-        return ObjectiveConfig(name="no-guidance", temperature=cfg.finetune.objective.temperature)
-    try:
-        return ObjectiveConfig(name=variant, **cfg.finetune.baseline_settings.get(variant, {}))
-    except TypeError as err:
-        raise CftError(f"demo config finetune.baseline_settings.{variant}: {err}") from None
+    if variant == "no-guidance":  # cft's temperature (1.0 where finetune.objective's objective has none)
+        return ConsistencySettings(temperature=getattr(cfg.finetune.objective, "temperature", 1.0))
+    settings = cfg.finetune.baseline_settings.get(variant, {})
+    if "name" in settings:
+        raise CftError(
+            f"demo config finetune.baseline_settings.{variant}.name: the baseline names its objective; delete it"
+        )
+    return objective_config(variant, f"demo config finetune.baseline_settings.{variant}", **settings)

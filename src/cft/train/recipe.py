@@ -26,6 +26,7 @@ from cft.errors import CftError
 from cft.io import exclusive_folder, write_json_atomic
 from cft.registry import Registry
 from cft.train.base import ObjectiveConfig, build_objective
+from cft.train.objectives import CFTSettings
 from cft.train.trainer import FitResult, TrainConfig, Trainer, check_run_dir, check_train_config
 
 WORLD_VIT = "world-vit"
@@ -94,7 +95,7 @@ class DataSection:
 class FinetuneRecipe:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    objective: ObjectiveConfig = field(default_factory=CFTSettings)  # the settings of objective.name's objective
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -149,7 +150,7 @@ def check_recipe(recipe: FinetuneRecipe) -> None:
             d.anchor_images < 0
             or d.source != "decoy"
             or d.few_shot is None
-            or recipe.objective.cls_target != "original"
+            or getattr(recipe.objective, "cls_target", None) != "original"
         ):
             raise CftError(
                 f"data.anchor_images={d.anchor_images}: anchor images are for data.source=decoy with few_shot and "
@@ -308,18 +309,36 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _check_resume(recipe: FinetuneRecipe, path: Path) -> None:
-    """A resumed run must train on the same data with the same model and objective as the run it continues."""
+    """A resumed run must train on the same data with the same model and objective as the run it continues. A
+    field the saved recipe lacks (added since) counts as its default; a saved field the recipe's objective or data
+    source does not have (another one's, or one removed since) is never read, so it cannot differ."""
     if not path.is_file():
         return
     saved = load_yaml(path.read_text(), f"the saved recipe {path}") or {}
     saved = _flat({k: v for k, v in saved.items() if k != "kind"} if isinstance(saved, dict) else {})
     now = _flat(to_dict(recipe))
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    defaults = _flat(to_dict(FinetuneRecipe(**{s: _defaults_of(getattr(recipe, s)) for s in SECTIONS})))
+    fields = {f"{s}.{f.name}" for s in SECTIONS for f in dataclasses.fields(getattr(recipe, s))}
+    changed = sorted(
+        k
+        for k in set(saved) | set(now)
+        if k not in RESUMABLE_CHANGES
+        and ".".join(k.split(".")[:2]) in fields
+        and (saved[k] if k in saved else defaults.get(k)) != now.get(k)
+    )
     if changed:
         raise CftError(
             f"--resume with a recipe that differs from the run's {path} in {', '.join(changed)}; "
             "only train.epochs (and logging fields) may change when resuming"
         )
+
+
+def _defaults_of(section: Any) -> Any:
+    """A section of the same dataclass (the same objective, the same data source) at its defaults."""
+    try:
+        return type(section)()
+    except TypeError:  # a plug-in's dataclass with required fields: no defaults to compare with
+        return section
 
 
 @dataclass
