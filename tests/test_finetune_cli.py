@@ -110,14 +110,32 @@ FLAT_OBJECTIVE = {
 }
 
 
+# the fields of the other data sources, as the union DataSection saved them in a world run's config.yaml
+FLAT_DATA = {
+    "decoy": {"dataset": "fashion-mnist", "root": None, "download": False, "size": 4, "n_val": 10000, "seed": 0},
+    "anchor_images": 0,
+    "root": None,
+    "val_root": None,
+    "classes": "folders",
+    "store": None,
+    "val_store": None,
+    "image_size": 224,
+    "resize": 256,
+    "mean": None,
+    "std": None,
+}
+
+
 def test_resume_a_run_saved_with_every_objectives_fields(config, tmp_path, capsys):
-    """A run whose config.yaml holds the fields of every objective (as runs saved before each objective owned its
-    settings) resumes: the fields its objective does not read cannot differ; a field it reads still must not."""
+    """A run whose config.yaml holds the fields of every objective and data source (as runs saved before each
+    owned its settings) resumes: the fields its objective and source do not read cannot differ; a field they read
+    still must not."""
     out = tmp_path / "run"
     assert finetune(config, out, "train.epochs=1") == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["objective"] == {"name": "erm"}
+    assert saved["objective"] == {"name": "erm"} and "root" not in saved["data"]
     saved["objective"] = {"name": "erm", **FLAT_OBJECTIVE}
+    saved["data"] = {**saved["data"], **FLAT_DATA}
     (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     assert finetune(config, out, "train.epochs=2", resume=True) == 0
     assert len(metrics(out)) == 2
@@ -134,6 +152,10 @@ def test_resume_a_run_saved_with_every_objectives_fields(config, tmp_path, capsy
         (["train.optim.lr=fast"], ["train.optim.lr must be a number"]),
         (["data.few_shot.per_class=many"], ["data.few_shot.per_class"]),
         (["data.source=imagenet"], ["data.source", "world, decoy, folder, waterbirds"]),
+        (["data.decoy.size=3"], ["data.decoy is a setting of data.source decoy, not of world: delete it"]),
+        (["data.source=folder"], ["data.world is a setting of data.source world, not of folder"]),
+        (["data.image_size=32"], ["data.image_size is a setting of data.source folder, waterbirds, grouped, not of"]),
+        (["objective.input_grad_weight=5"], ["objective.input_grad_weight is a setting of rrr, gradmask, not of erm"]),
         (["objective.name=cft", "data.masks=none"], ["data.masks", "cft"]),
         (["data.masks=everything"], ["data.masks must be one of"]),
         (["data.world.bias=2.0"], ["data.world", "bias"]),
@@ -234,11 +256,11 @@ def test_pinned_cft_losses(tmp_path):
 
 
 def _world_masks(*sets: str):
-    from cft.train.recipe import build_data, make_world
+    from cft.train.sources.world import build_data, make_world
 
     recipe = load_recipe(None, ["data.world.image_size=32", "data.n_train=6", "data.val_split=null", *sets])
-    world = make_world(recipe)
-    train, _, _ = build_data(recipe, world, needs_mask=True)
+    world = make_world(recipe.data.world)
+    train, _, _ = build_data(recipe.data, world, needs_mask=True)
     return world, recipe, train
 
 

@@ -123,7 +123,8 @@ def test_anchor_images_add_the_kl_on_them_to_the_loss():
 
 
 def test_anchor_images_ride_with_the_few_shot_items(tmp_path):
-    from cft.train.recipe import DATA_SOURCES, recipe_from_dict
+    from cft.train.recipe import recipe_from_dict
+    from cft.train.sources import DATA_SOURCES
     from tests.test_decoy import make_tree, tiny_recipe
 
     tree = make_tree(tmp_path / "fmnist")

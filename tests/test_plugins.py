@@ -28,7 +28,7 @@ from cft.data.evalsets import register_eval_set
 from cft.grounding.registry import register_segmenter
 from cft.relevance import register_method
 from cft.train import StepOutput, register_objective
-from cft.train.recipe import SourceData, build_model, register_data_source
+from cft.train.sources import SourceData, build_model, register_data_source
 
 
 @register_method("toy-brightness")
@@ -105,7 +105,7 @@ def _registries() -> list[registry.Registry]:
     from cft.models import MODEL_FAMILIES
     from cft.relevance import BACKENDS, METHODS
     from cft.train import OBJECTIVES
-    from cft.train.recipe import DATA_SOURCES
+    from cft.train.sources import DATA_SOURCES
 
     return [METHODS, BACKENDS, MODEL_FAMILIES, OBJECTIVES, SEGMENTERS, EVAL_SETS, DATA_SOURCES, LLM_BACKENDS]
 

@@ -9,10 +9,10 @@ from cft.concepts.world import WorldConceptConfig
 from cft.config import from_dict, merge
 from cft.errors import CftError
 from cft.train import OBJECTIVES, CFTSettings, ConsistencySettings, ObjectiveConfig, build_objective, objective_config
+from cft.train.sources.world import make_world as build_world
 from cft.train.trainer import OptimConfig, check_optim
 from cft.world import SyntheticWorld
 from cft.world.model import WorldModelConfig
-from cft.world.world import world_config
 
 VARIANTS = ("original", "cft", "object-masks", "no-guidance")
 
@@ -155,7 +155,8 @@ def demo_config(overrides: dict[str, Any] | None = None, quick: bool = False) ->
 
 
 def make_world(cfg: DemoConfig) -> SyntheticWorld:
-    return SyntheticWorld(world_config(cfg.world, "demo config world"))
+    """The demo's world (built where every world is: cft.train.sources.world.make_world)."""
+    return build_world(cfg.world, "demo config world")
 
 
 # ---- fine-tuning and evaluation --------------------------------------------------------------------------
