@@ -156,6 +156,9 @@ def test_resume_a_run_saved_with_every_objectives_fields(config, tmp_path, capsy
         (["data.source=folder"], ["data.world is a setting of data.source world, not of folder"]),
         (["data.image_size=32"], ["data.image_size is a setting of data.source folder, waterbirds, grouped, not of"]),
         (["objective.input_grad_weight=5"], ["objective.input_grad_weight is a setting of rrr, gradmask, not of erm"]),
+        (["data.first_sample=5"], ["data.first_sample=5", "data.fresh_samples=true only"]),
+        (["data.fresh_samples=true", "data.few_shot.per_class=2"], ["data.fresh_samples", "few_shot"]),
+        (["data.fresh_samples=true", "objective.name=cft", "data.masks=object"], ["'cft' is guided", "fresh_samples"]),
         (["objective.name=cft", "data.masks=none"], ["data.masks", "cft"]),
         (["data.masks=everything"], ["data.masks must be one of"]),
         (["data.world.bias=2.0"], ["data.world", "bias"]),
@@ -289,3 +292,27 @@ def test_exclude_parts_is_checked(capsys):
     ):
         with pytest.raises(CftError, match=needle):
             _world_masks(*sets)
+
+
+def test_fresh_samples_stream_new_world_images_every_epoch(config, tmp_path):
+    """data.fresh_samples: epoch e trains on samples first_sample + e * n_train + i of train_split, never one twice;
+    validation stays the fixed val split."""
+    import torch
+
+    from cft.train.sources import DATA_SOURCES
+    from cft.train.sources.world import make_world
+
+    sets = ["data.fresh_samples=true", "data.first_sample=1000", "objective.name=erm", "data.masks=none"]
+    recipe = load_recipe(None, [*TINY_DATA, *sets])
+    source = DATA_SOURCES["world"](recipe, False, tmp_path)
+    world = make_world(recipe.data.world)
+    assert len(source.train) == 40 and len(source.val) == 20 and source.selection is None
+    for epoch in (0, 2):
+        source.train.set_epoch(epoch)
+        item = source.train[3]
+        expected = world.generate("train", 1000 + epoch * 40 + 3)
+        assert torch.equal(item["image"], torch.from_numpy(expected.image.transpose(2, 0, 1).copy()))
+        assert int(item["label"]) == expected.label and "mask" not in item
+    out = tmp_path / "run"
+    assert finetune(config, out, *sets) == 0
+    assert [r["epoch"] for r in metrics(out)] == [1, 2]

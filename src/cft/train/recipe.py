@@ -107,6 +107,11 @@ def check_recipe(recipe: FinetuneRecipe) -> None:
             f"data.anchor_images={anchors}: anchor images are for data.source=decoy with few_shot and "
             "objective.cls_target=original (the KL to the original model is taken on them); set it to 0 otherwise"
         )
+    if objective.needs_mask and isinstance(d, WorldSection) and d.fresh_samples:
+        raise CftError(
+            f"objective {recipe.objective.name!r} is guided by masks but data.fresh_samples streams images without "
+            "them; set data.fresh_samples=false (or use objective.name=erm / no-guidance)"
+        )
     if objective.needs_mask and d.masks == "none":
         raise CftError(
             f"objective {recipe.objective.name!r} is guided by masks but data.masks is 'none'; "

@@ -30,10 +30,21 @@ class WorldSection(DataSection):
     # packaged language model's answers, filtered and validated in the world; the bank is written to OUT/concepts/)
     # or parts (each class's part names minus exclude_parts)
     concepts: WorldConceptConfig = field(default_factory=WorldConceptConfig)
+    # train on n_train new samples of train_split every epoch (epoch e reads samples first_sample + e * n_train + i,
+    # so a long pretraining never shows one twice) instead of one fixed set: no few_shot, no guidance masks
+    fresh_samples: bool = False
+    first_sample: int = 0  # fresh_samples: the index of the first sample read
 
     def check(self) -> None:
         super().check()
         make_world(self.world, "data.world")  # checks data.world.*
+        if self.first_sample < 0 or (self.first_sample and not self.fresh_samples):
+            raise CftError(
+                f"data.first_sample={self.first_sample}: the index where fresh samples start, an integer >= 0 "
+                "read with data.fresh_samples=true only"
+            )
+        if self.fresh_samples and self.few_shot is not None:
+            raise CftError("data.fresh_samples draws new images every epoch; a few_shot set is fixed: set one of them")
 
 
 def make_world(fields: Mapping[str, Any], where: str = "world") -> SyntheticWorld:
@@ -75,6 +86,14 @@ def build_data(d: WorldSection, world, needs_mask: bool, out: Path | None = None
     """(train set, val set or None, the few-shot split or None); `out`: where an llm concept bank is written."""
     from cft.data.fewshot import select_few_shot
 
+    if d.fresh_samples:  # a stream of new images each epoch, no masks (check_recipe refuses a guided objective)
+        from cft.world.datasets import WorldStream
+
+        stream = WorldStream(world, d.train_split, d.n_train, offset=d.first_sample)
+        val = None
+        if d.val_split is not None:
+            val = _world_dataset(world, world.split(d.val_split, d.n_val), range(d.n_val), "none", None, None)
+        return stream, val, None
     masks = d.masks if needs_mask else "none"
     segmenter, concepts = None, None
     if masks == "concepts":
