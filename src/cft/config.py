@@ -67,10 +67,17 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
-    """Build dataclass `cls` from a plain dict; reject unknown keys and values of the wrong type."""
+    """Build dataclass `cls` from a plain dict; reject unknown keys and values of the wrong type. A class with a
+    `config_variant(data, where)` classmethod names the dataclass (a subclass) that `data` is read into."""
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise CftError(f"{where} must be a mapping of fields, got {type(data).__name__}")
+    # a section whose dataclass depends on one of its keys (objective.name, data.source): the class picks it
+    choose = getattr(cls, "config_variant", None)
+    if choose is not None:
+        variant = choose(data, where)
+        if variant is not cls:
+            return from_dict(variant, data, where)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     renamed = getattr(cls, "RENAMED", {})  # old key -> new key: a config written before a rename says what to write

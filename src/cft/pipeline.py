@@ -83,7 +83,8 @@ def load_run_recipe(path: str | Path, overrides: list[str] = ()) -> RunRecipe:
 
 def finetune_recipe(recipe: RunRecipe, seed: int, out: Path):
     """The `cft finetune` recipe of one class-subset seed: few_shot.seed = seed, masks from OUT/masks."""
-    from cft.train.recipe import disk_sources, recipe_from_dict
+    from cft.train.recipe import recipe_from_dict
+    from cft.train.sources import disk_sources
 
     data = json.loads(json.dumps(recipe.finetune))
     section = data.setdefault("data", {})
@@ -224,7 +225,7 @@ def run_pipeline(recipe: RunRecipe, out: str | Path, log: Callable[[str], None] 
 def _run_pipeline(recipe: RunRecipe, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     from cft.evaluate.scoring import aggregate, markdown_table
     from cft.grounding.registry import build_segmenter
-    from cft.train.folder_data import choose_images
+    from cft.train.sources.disk import choose_images
 
     save_config(recipe, out / "recipe.yaml", kind="run")
     segmenter = build_segmenter(recipe.masks.segmenter, **recipe.masks.options)

@@ -31,6 +31,7 @@ def inputs(tmp_path_factory) -> Path:
         "objective:\n  name: erm\ndata:\n  masks: none\n  world: {image_size: 32}\n  n_train: 20\n  n_val: 10\n"
         "model: {depth: 1}\ntrain:\n  epochs: 1\n"
     )
+    (root / "folder.yaml").write_text("objective:\n  name: erm\ndata:\n  source: folder\n  masks: none\n")
     (root / "bad.yaml").write_text("train: [unclosed\n")
     (root / "list.yaml").write_text("- a\n- b\n")
     (root / "empty_bank.json").write_text(json.dumps({"concepts": {}}))
@@ -96,7 +97,11 @@ def cases(r: Path, out: Path) -> dict[str, tuple[list[str], str]]:
         "finetune: missing config": (["finetune", "--config", str(r / "no.yaml"), "--out", str(out)], "no.yaml"),
         "finetune: bad yaml": (["finetune", "--config", str(r / "bad.yaml"), "--out", str(out)], "bad.yaml"),
         "finetune: yaml list": (["finetune", "--config", str(r / "list.yaml"), "--out", str(out)], "list.yaml"),
-        "finetune: folder without root": ([*ft, "--set", "data.source=folder"], "data.root"),
+        "finetune: folder without root": (
+            ["finetune", "--config", str(r / "folder.yaml"), "--no-progress", "--out", str(out)],
+            "data.root is required",
+        ),
+        "finetune: a world field on folder": ([*ft, "--set", "data.source=folder"], "data.world is a setting of"),
         "finetune: exclude parts with llm": ([*ft, "--set", "data.concepts.exclude_parts=[body]"], "exclude_parts"),
         # evaluate
         "evaluate: checkpoint shape": (

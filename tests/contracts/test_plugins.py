@@ -29,7 +29,7 @@ from cft.data.evalsets import register_eval_set
 from cft.grounding.registry import register_segmenter
 from cft.relevance import register_method
 from cft.train import StepOutput, register_objective
-from cft.train.recipe import SourceData, build_model, register_data_source
+from cft.train.sources import SourceData, build_model, register_data_source
 
 
 @register_method("toy-brightness")

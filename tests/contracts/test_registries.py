@@ -18,7 +18,8 @@ from cft.data.evalsets import EVAL_SETS, load_benchmark
 from cft.errors import CftError
 from cft.grounding import registry
 from cft.train import OBJECTIVES, ObjectiveConfig, build_objective
-from cft.train.recipe import DATA_SOURCES, load_recipe, run_finetune
+from cft.train.recipe import load_recipe, run_finetune
+from cft.train.sources import DATA_SOURCES, ImageSection
 
 
 def _tiny_vit() -> torch.nn.Module:
@@ -325,7 +326,7 @@ def test_an_unknown_model_name_lists_the_families():
 
 def _tiny_source(recipe, needs_mask, out):
     """Four random 32x32 images of two classes, the same set for validation."""
-    from cft.train.recipe import SourceData, build_model
+    from cft.train.sources import SourceData, build_model
 
     generator = torch.Generator().manual_seed(0)
     items = [{"image": torch.rand(3, 32, 32, generator=generator), "label": torch.tensor(i % 2)} for i in range(4)]
@@ -335,7 +336,7 @@ def _tiny_source(recipe, needs_mask, out):
 
 
 def test_a_data_source_registered_after_import_is_accepted(unregister, tmp_path):
-    from cft.train.recipe import register_data_source
+    from cft.train.sources import register_data_source
 
     tiny = ["objective.name=erm", "data.masks=none", "model.name=vit_tiny_patch16_224", "train.epochs=1"]
     tiny += ["model.kwargs={patch_size: 8, depth: 1, embed_dim: 24, num_heads: 2}", "train.progress=false"]
@@ -344,6 +345,6 @@ def test_a_data_source_registered_after_import_is_accepted(unregister, tmp_path)
     register_data_source("tiny", "random images")(_tiny_source)
     unregister.append((DATA_SOURCES, "tiny"))
     recipe = load_recipe(None, ["data.source=tiny", *tiny])
-    assert recipe.data.source == "tiny"
+    assert recipe.data.source == "tiny" and type(recipe.data) is ImageSection  # registered without a section
     result = run_finetune(recipe, tmp_path / "run", progress=False)
     assert result.last_path.is_file() and len(result.history) == 1

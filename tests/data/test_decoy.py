@@ -135,7 +135,8 @@ def test_finetune_on_decoy_data(tree, tmp_path):
 
 
 def test_pretraining_stream_draws_new_decoys_each_epoch(tree, tmp_path):
-    from cft.train.recipe import DATA_SOURCES, recipe_from_dict
+    from cft.train.recipe import recipe_from_dict
+    from cft.train.sources import DATA_SOURCES
 
     recipe = tiny_recipe(tree)
     recipe["data"].update(few_shot=None, masks="none", decoy={"root": str(tree), "n_val": 20, "neutral": 0.5})

@@ -165,3 +165,75 @@ def test_shipped_model_is_found_by_its_config(tmp_path):
     assert colour.world == {"cue": "colour"} and model_key(colour) in shipped
     with pytest.raises(CftError, match="--from-scratch"):
         original_model(demo_config({"world": {"mark_size": 6}}), tmp_path, from_scratch=False, progress=False)
+
+
+# a tiny pretraining: one stage of 128 images in 2 epochs, then a stage of 48 in 1 on another world (step schedule)
+TINY_PRETRAIN = {
+    "model": {"depth": 1, "embed_dim": 24, "num_heads": 2},
+    "pretrain": {
+        "batch_size": 32,
+        "n_val": 16,
+        "stages": [
+            {"world": {"bias": 1.0, "context_only": 0.3, "neutral_cue": 0.3}, "images": 128, "epochs": 2},
+            {"world": {"bias": 0.5}, "images": 48, "epochs": 1, "schedule": "step"},
+        ],
+    },
+}
+
+
+def _pretrain_by_hand(cfg, out):
+    """The demo's pretraining as it was before its stages became recipes (issue 22): the Trainer driven by hand on
+    a WorldStream of fresh samples per stage, the model carried from stage to stage."""
+    from cft.demo.model import PRETRAIN_OFFSET
+    from cft.train import ObjectiveConfig, OptimConfig, TrainConfig, Trainer, build_objective
+    from cft.world import SyntheticWorld
+    from cft.world.datasets import ArrayDataset, WorldStream, make_collate
+    from cft.world.world import world_config
+
+    base = SyntheticWorld(world_config(cfg.world)).config
+    model = cfg.model.create(base.num_classes, base.image_size)
+    for k, stage in enumerate(cfg.pretrain.stages):
+        world = SyntheticWorld(world_config({**cfg.world, **stage.world}))
+        train = WorldStream(world, "train", max(stage.images // stage.epochs, 1), offset=(k + 1) * PRETRAIN_OFFSET)
+        val = ArrayDataset.from_split(world.split("val", cfg.pretrain.n_val))
+        optim = OptimConfig(
+            lr=stage.lr,
+            weight_decay=cfg.pretrain.weight_decay,
+            schedule=stage.schedule,
+            lr_decay=stage.lr_decay,
+            lr_decay_every=1,
+            warmup_epochs=stage.warmup_epochs,
+        )
+        tcfg = TrainConfig(
+            epochs=stage.epochs,
+            batch_size=cfg.pretrain.batch_size,
+            seed=cfg.pretrain.seed + k,
+            optim=optim,
+            select_by="last",
+            progress=False,
+        )
+        erm = build_objective(ObjectiveConfig(name="erm"))
+        Trainer(model, erm, tcfg, out / f"stage{k + 1}", make_collate(flip=True)).fit(train, val)
+    return model
+
+
+def test_pretraining_as_recipes_trains_the_model_the_trainer_by_hand_did(tmp_path):
+    """Each stage a `cft finetune` recipe (data.fresh_samples) run by run_finetune from the previous stage's last
+    checkpoint: bit for bit the weights of the loop it replaced, from the same global RNG state (run_demo seeds 0)."""
+    import torch
+
+    from cft.demo.model import pretrain, pretrain_recipe
+    from cft.models import read_state_dict
+
+    cfg = demo_config(TINY_PRETRAIN)
+    torch.manual_seed(0)
+    expected = {k: v.detach().cpu() for k, v in _pretrain_by_hand(cfg, tmp_path / "by-hand").state_dict().items()}
+    torch.manual_seed(0)
+    path = pretrain(cfg, tmp_path / "recipes", progress=False)
+    got = read_state_dict(path)
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
+    recipe = pretrain_recipe(cfg, 1, tmp_path / "recipes" / "stage1" / "last.safetensors")
+    assert recipe.data.fresh_samples and recipe.data.first_sample == 20_000_000 and recipe.data.n_train == 48
+    assert recipe.data.world == {**cfg.world, "bias": 0.5} and recipe.objective.name == "erm"
+    assert pretrain(cfg, tmp_path / "recipes", progress=False) == path  # finished stages are resumed, not redone
+    assert all(torch.equal(read_state_dict(path)[k], expected[k]) for k in expected)

@@ -15,7 +15,7 @@ def all_registries() -> list[registry.Registry]:
     from cft.models import MODEL_FAMILIES
     from cft.relevance import BACKENDS, METHODS
     from cft.train import OBJECTIVES
-    from cft.train.recipe import DATA_SOURCES
+    from cft.train.sources import DATA_SOURCES
 
     return [METHODS, BACKENDS, MODEL_FAMILIES, OBJECTIVES, SEGMENTERS, EVAL_SETS, DATA_SOURCES, LLM_BACKENDS]
 

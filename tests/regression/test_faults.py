@@ -69,6 +69,9 @@ def files(tmp_path_factory) -> Path:
     save_checkpoint_state(huge, root / "overflow.safetensors")
     Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(root / "img.png")
     (root / "tiny.yaml").write_text(TINY_RECIPE)
+    (root / "folder.yaml").write_text(
+        f"objective: {{name: erm}}\ndata: {{source: folder, masks: none, root: {root}}}\n"
+    )
     (root / "val" / "n01440764").mkdir(parents=True)
     for k in range(3):
         Image.fromarray(np.full((40, 40, 3), 40 * k, np.uint8)).save(root / "val" / "n01440764" / f"{k}.png")
@@ -153,14 +156,18 @@ def test_explain_refuses_nan_weights_and_non_finite_logits(files, tmp_path, caps
     [
         ("data.world.pixel_noise=.nan", "data.world.pixel_noise must be a finite number"),
         ("data.world.shading=.inf", "data.world.shading must be a finite number"),
-        ("objective.temperature=0", "objective.temperature must be a finite number > 0"),
-        ("objective.align_weight=-1", "objective.align_weight must be a finite number >= 0"),
-        ("data.std=[0.5,0,0.5]", "data.std[1] must be a finite number > 0"),
+        # (tiny.yaml's objective is erm, whose settings have neither)
+        ("objective={name: no-guidance, temperature: 0}", "objective.temperature must be a finite number > 0"),
+        ("objective={name: cft, align_weight: -1}", "objective.align_weight must be a finite number >= 0"),
+        ("folder.yaml:data.std=[0.5,0,0.5]", "data.std[1] must be a finite number > 0"),  # a disk source's field
         ("train.optim.lr=.nan", "train.optim.lr must be a finite number"),
     ],
 )
 def test_config_numbers_are_finite_and_in_range(files, tmp_path, capsys, override, needle):
-    code, err = run(finetune_args(files / "tiny.yaml", tmp_path / "o", override), capsys)
+    config, _, override = (
+        override.rpartition(":") if override.startswith("folder.yaml:") else ("tiny.yaml", "", override)
+    )
+    code, err = run(finetune_args(files / config, tmp_path / "o", override), capsys)
     assert code == 2 and needle in err and not (tmp_path / "o").exists()
 
 

@@ -8,6 +8,7 @@ original scripts' mistake, leaves them untrained.
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -17,8 +18,25 @@ from torch import nn
 import cft
 from cft.config import from_dict, load_config
 from cft.relevance import relevance
-from cft.train import RRDA, RRR, GradMask, ObjectiveConfig, RelevanceGuided, build_objective
+from cft.train import (
+    RRDA,
+    RRR,
+    CFTSettings,
+    ConsistencySettings,
+    ERMSettings,
+    GradMask,
+    GradMaskSettings,
+    ObjectiveConfig,
+    RelevanceGuided,
+    RelevanceSettings,
+    RRDASettings,
+    RRRSettings,
+    build_objective,
+    objective_config,
+    settings_class,
+)
 from cft.train.baselines import GRADMASK_WEIGHT, RRR_WEIGHT, background_permutation, paste_foregrounds
+from cft.train.recipe import load_recipe
 from tests.helpers.models import tiny_vit
 from tests.helpers.trainer import Blobs, make_trainer
 
@@ -256,21 +274,62 @@ def test_build_objective_settings():
     assert build_objective(ObjectiveConfig(name="rrr")).input_grad_weight == RRR_WEIGHT == 1000.0
     assert build_objective(ObjectiveConfig(name="gradmask")).input_grad_weight == GRADMASK_WEIGHT == 4.0
     cfg = load_config(ObjectiveConfig, overrides=["name=gradmask", "input_grad_weight=50", "temperature=0.65"])
-    assert build_objective(cfg) == GradMask(50.0, 0.65)
-    assert build_objective(ObjectiveConfig(name="rrda", rrda_original_weight=0)) == RRDA(0.0, 1.0)
+    assert isinstance(cfg, GradMaskSettings) and build_objective(cfg) == GradMask(50.0, 0.65)
+    assert build_objective(objective_config("rrda", rrda_original_weight=0)) == RRDA(0.0, 1.0)
     cft_objective = build_objective(ObjectiveConfig(name="cft"))
     assert cft_objective.relevance_target == "predicted" and cft_objective.loss.form == "paper"
-    robust = build_objective(ObjectiveConfig(name="robustvit", form="bce"))  # form is not read
+    robust = build_objective(objective_config("robustvit"))
     assert robust.loss.form == "robustvit" and robust.relevance_target == "label"
     assert (robust.loss.align_weight, robust.loss.cls_weight) == (0.8, 0.2)
-    assert build_objective(ObjectiveConfig(name="robustvit", relevance_target="predicted")).relevance_target == (
+    assert build_objective(objective_config("robustvit", relevance_target="predicted")).relevance_target == (
         "predicted"
     )
 
 
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        # robustvit has no form (it always uses its own); before, form was accepted and ignored
+        ({"name": "robustvit", "form": "bce"}, "objective.form is a setting of cft, not of robustvit: delete it"),
+        (
+            {"name": "cft", "input_grad_weight": 5},
+            "objective.input_grad_weight is a setting of rrr, gradmask, not of cft",
+        ),
+        (
+            {"name": "erm", "temperature": 2.0},
+            "objective.temperature is a setting of no-guidance, cft, robustvit, rrr, ",
+        ),
+        ({"name": "rrda", "cls_target": "label"}, "objective.cls_target is a setting of no-guidance, cft, robustvit, "),
+        ({"name": "rrr", "magic": 1}, "unknown key(s) magic in objective; known: create_graph, input_grad_weight, "),
+    ],
+)
+def test_a_setting_of_another_objective_is_an_error_naming_its_owners(fields, message):
+    with pytest.raises(cft.CftError, match=re.escape(message)):
+        from_dict(ObjectiveConfig, fields, where="objective")
+    with pytest.raises(cft.CftError, match=re.escape(message)):  # a recipe's flat objective section
+        load_recipe(None, [f"objective.{k}={v}" for k, v in fields.items()])
+
+
+def test_each_objective_reads_its_own_settings_dataclass():
+    expected = {
+        "erm": ERMSettings,
+        "no-guidance": ConsistencySettings,
+        "cft": CFTSettings,
+        "robustvit": RelevanceSettings,
+        "rrr": RRRSettings,
+        "gradmask": GradMaskSettings,
+        "rrda": RRDASettings,
+    }
+    for name, cls in expected.items():
+        assert settings_class(name) is cls and cls().name == name
+        assert type(from_dict(ObjectiveConfig, {"name": name}, where="objective")) is cls
+    with pytest.raises(cft.CftError, match="reads RRRSettings, not CFTSettings"):
+        build_objective(CFTSettings(name="rrr"))
+
+
 def test_robustvit_preset_is_robustvits_mse_on_the_labels_relevance():
     model, batch = tiny_vit(dtype=F64), _batch(b=2)
-    out = build_objective(ObjectiveConfig(name="robustvit", temperature=0.65))(model, batch)
+    out = build_objective(objective_config("robustvit", temperature=0.65))(model, batch)
     phi = relevance(model, batch["image"], batch["label"])
     phi = F.interpolate(phi[:, None], size=(32, 48), mode="bilinear", align_corners=False)[:, 0]
     s = batch["mask"]
@@ -300,7 +359,7 @@ def test_robustvit_preset_is_robustvits_mse_on_the_labels_relevance():
 )
 def test_bad_config_names_the_field(fields, field):
     with pytest.raises(cft.CftError, match=field.replace(".", r"\.")) as err:
-        build_objective(ObjectiveConfig(**fields))
+        build_objective(objective_config(**fields))
     if field == "objective.name":
         assert "robustvit, rrr, gradmask, rrda" in str(err.value)
 

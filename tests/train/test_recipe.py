@@ -91,6 +91,58 @@ def test_resume_and_rerun(config, tmp_path, capsys):
     assert_clean_error(capsys, "nothing to resume")
 
 
+# the objective section as the flat ObjectiveConfig saved it in every run's config.yaml (before issue 22)
+FLAT_OBJECTIVE = {
+    "form": "paper",
+    "method": "grad-rollout",
+    "create_graph": None,
+    "align_weight": 0.8,
+    "cls_weight": 0.2,
+    "temperature": 1.0,
+    "concept_weight": None,
+    "non_concept_weight": None,
+    "cls_target": "self",
+    "mask_resolution": "image",
+    "relevance_target": None,
+    "input_grad_weight": None,
+    "rrda_original_weight": 1.0,
+    "anchor_weight": 1.0,
+}
+
+
+# the fields of the other data sources, as the union DataSection saved them in a world run's config.yaml
+FLAT_DATA = {
+    "decoy": {"dataset": "fashion-mnist", "root": None, "download": False, "size": 4, "n_val": 10000, "seed": 0},
+    "anchor_images": 0,
+    "root": None,
+    "val_root": None,
+    "classes": "folders",
+    "store": None,
+    "val_store": None,
+    "image_size": 224,
+    "resize": 256,
+    "mean": None,
+    "std": None,
+}
+
+
+def test_resume_a_run_saved_with_every_objectives_fields(config, tmp_path, capsys):
+    """A run whose config.yaml holds the fields of every objective and data source (as runs saved before each
+    owned its settings) resumes: the fields its objective and source do not read cannot differ; a field they read
+    still must not."""
+    out = tmp_path / "run"
+    assert finetune(config, out, "train.epochs=1") == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["objective"] == {"name": "erm"} and "root" not in saved["data"]
+    saved["objective"] = {"name": "erm", **FLAT_OBJECTIVE}
+    saved["data"] = {**saved["data"], **FLAT_DATA}
+    (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert finetune(config, out, "train.epochs=2", resume=True) == 0
+    assert len(metrics(out)) == 2
+    assert finetune(config, out, "train.epochs=3", "objective.name=no-guidance", resume=True) == 2
+    assert_clean_error(capsys, "objective.name")
+
+
 @pytest.mark.parametrize(
     ("sets", "needles"),
     [
@@ -100,6 +152,13 @@ def test_resume_and_rerun(config, tmp_path, capsys):
         (["train.optim.lr=fast"], ["train.optim.lr must be a number"]),
         (["data.few_shot.per_class=many"], ["data.few_shot.per_class"]),
         (["data.source=imagenet"], ["data.source", "world, decoy, folder, waterbirds"]),
+        (["data.decoy.size=3"], ["data.decoy is a setting of data.source decoy, not of world: delete it"]),
+        (["data.source=folder"], ["data.world is a setting of data.source world, not of folder"]),
+        (["data.image_size=32"], ["data.image_size is a setting of data.source folder, waterbirds, grouped, not of"]),
+        (["objective.input_grad_weight=5"], ["objective.input_grad_weight is a setting of rrr, gradmask, not of erm"]),
+        (["data.first_sample=5"], ["data.first_sample=5", "data.fresh_samples=true only"]),
+        (["data.fresh_samples=true", "data.few_shot.per_class=2"], ["data.fresh_samples", "few_shot"]),
+        (["data.fresh_samples=true", "objective.name=cft", "data.masks=object"], ["'cft' is guided", "fresh_samples"]),
         (["objective.name=cft", "data.masks=none"], ["data.masks", "cft"]),
         (["data.masks=everything"], ["data.masks must be one of"]),
         (["data.world.bias=2.0"], ["data.world", "bias"]),
@@ -200,11 +259,11 @@ def test_pinned_cft_losses(tmp_path):
 
 
 def _world_masks(*sets: str):
-    from cft.train.recipe import build_data, make_world
+    from cft.train.sources.world import build_data, make_world
 
     recipe = load_recipe(None, ["data.world.image_size=32", "data.n_train=6", "data.val_split=null", *sets])
-    world = make_world(recipe)
-    train, _, _ = build_data(recipe, world, needs_mask=True)
+    world = make_world(recipe.data.world)
+    train, _, _ = build_data(recipe.data, world, needs_mask=True)
     return world, recipe, train
 
 
@@ -233,3 +292,27 @@ def test_exclude_parts_is_checked(capsys):
     ):
         with pytest.raises(CftError, match=needle):
             _world_masks(*sets)
+
+
+def test_fresh_samples_stream_new_world_images_every_epoch(config, tmp_path):
+    """data.fresh_samples: epoch e trains on samples first_sample + e * n_train + i of train_split, never one twice;
+    validation stays the fixed val split."""
+    import torch
+
+    from cft.train.sources import DATA_SOURCES
+    from cft.train.sources.world import make_world
+
+    sets = ["data.fresh_samples=true", "data.first_sample=1000", "objective.name=erm", "data.masks=none"]
+    recipe = load_recipe(None, [*TINY_DATA, *sets])
+    source = DATA_SOURCES["world"](recipe, False, tmp_path)
+    world = make_world(recipe.data.world)
+    assert len(source.train) == 40 and len(source.val) == 20 and source.selection is None
+    for epoch in (0, 2):
+        source.train.set_epoch(epoch)
+        item = source.train[3]
+        expected = world.generate("train", 1000 + epoch * 40 + 3)
+        assert torch.equal(item["image"], torch.from_numpy(expected.image.transpose(2, 0, 1).copy()))
+        assert int(item["label"]) == expected.label and "mask" not in item
+    out = tmp_path / "run"
+    assert finetune(config, out, *sets) == 0
+    assert [r["epoch"] for r in metrics(out)] == [1, 2]

@@ -31,7 +31,7 @@ def _eval_sets() -> dict[str, str]:
 
 
 def _data_sources() -> dict[str, str]:
-    from cft.train.recipe import DATA_SOURCES
+    from cft.train.sources import DATA_SOURCES
 
     return DATA_SOURCES.descriptions()
 

@@ -2,8 +2,8 @@
 
 make the world -> the original model (shipped, or pretrained with --from-scratch) -> concepts per class ->
 masks from the world's segmenter -> fine-tune each variant on the same few images (`run_finetune`, as
-`cft finetune` does) -> evaluate -> report. The pieces: config.py (DemoConfig), model.py (the original model),
-run.py (run_demo), report.py (figures and report.md).
+`cft finetune` does) -> evaluate -> report. The pieces: config.py (DemoConfig), model.py (the original model, its
+pretraining stages recipes for `run_finetune` too), run.py (run_demo), report.py (figures and report.md).
 """
 
 from cft.demo.config import (
@@ -16,7 +16,7 @@ from cft.demo.config import (
     demo_config,
     make_world,
 )
-from cft.demo.model import model_key, original_model, pretrain, shipped_models
+from cft.demo.model import model_key, original_model, pretrain, pretrain_recipe, shipped_models
 from cft.demo.run import (
     concept_masks,
     diagnostics,
@@ -49,6 +49,7 @@ __all__ = [
     "original_model",
     "predict",
     "pretrain",
+    "pretrain_recipe",
     "run_demo",
     "run_key",
     "shipped_models",

@@ -8,11 +8,11 @@ from typing import Any
 from cft.concepts.world import WorldConceptConfig
 from cft.config import from_dict, merge
 from cft.errors import CftError
-from cft.train import OBJECTIVES, ObjectiveConfig, build_objective
+from cft.train import OBJECTIVES, CFTSettings, ConsistencySettings, ObjectiveConfig, build_objective, objective_config
+from cft.train.sources.world import make_world as build_world
 from cft.train.trainer import OptimConfig, check_optim
 from cft.world import SyntheticWorld
 from cft.world.model import WorldModelConfig
-from cft.world.world import world_config
 
 VARIANTS = ("original", "cft", "object-masks", "no-guidance")
 
@@ -79,10 +79,10 @@ class FinetuneConfig:
     # a variant's own learning rate, chosen on val like `lr` (variants not listed use `lr`); no-guidance: the best
     # val top-1 off the cue of 5e-5 .. 4e-4 (all within 1 point of val top-1), object-masks: 2e-4 like cft
     lrs: dict[str, float] = field(default_factory=lambda: {"no-guidance": 5e-5})
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    object_objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    # ObjectiveConfig fields per baseline of --all-baselines. The penalty weights were chosen on val as lr was
-    # (scripts/tune_demo.py; rrr tried 1e-4 .. 1e4, gradmask 0.4 .. 4e5): none beat plain fine-tuning there
+    objective: ObjectiveConfig = field(default_factory=CFTSettings)  # cft and cft-parts (flat, as a recipe's)
+    object_objective: ObjectiveConfig = field(default_factory=CFTSettings)  # object-masks
+    # each baseline's own settings (its objective's fields) for --all-baselines. The penalty weights were chosen on
+    # val as lr was (scripts/tune_demo.py; rrr tried 1e-4 .. 1e4, gradmask 0.4 .. 4e5): none beat plain fine-tuning
     baseline_settings: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"rrr": {"input_grad_weight": 1e-4}, "gradmask": {"input_grad_weight": 400.0}}
     )
@@ -150,13 +150,14 @@ def demo_config(overrides: dict[str, Any] | None = None, quick: bool = False) ->
             raise CftError(f"demo config finetune.{name} must be >= 1, got {getattr(f, name)}")
     if not 0 < f.class_fraction <= 1:
         raise CftError(f"demo config finetune.class_fraction must be in (0, 1], got {f.class_fraction}")
-    for baseline in cfg.baselines:
+    for baseline in dict.fromkeys([*cfg.baselines, *f.baseline_settings]):
         build_objective(variant_objective(cfg, baseline))
     return cfg
 
 
 def make_world(cfg: DemoConfig) -> SyntheticWorld:
-    return SyntheticWorld(world_config(cfg.world, "demo config world"))
+    """The demo's world (built where every world is: cft.train.sources.world.make_world)."""
+    return build_world(cfg.world, "demo config world")
 
 
 # ---- fine-tuning and evaluation --------------------------------------------------------------------------
@@ -176,9 +177,11 @@ def variant_objective(cfg: DemoConfig, variant: str) -> ObjectiveConfig:
         return cfg.finetune.objective
     if variant == "object-masks":
         return cfg.finetune.object_objective
-    if variant == "no-guidance":
-        return ObjectiveConfig(name="no-guidance", temperature=cfg.finetune.objective.temperature)
-    try:
-        return ObjectiveConfig(name=variant, **cfg.finetune.baseline_settings.get(variant, {}))
-    except TypeError as err:
-        raise CftError(f"demo config finetune.baseline_settings.{variant}: {err}") from None
+    if variant == "no-guidance":  # cft's temperature (1.0 where finetune.objective's objective has none)
+        return ConsistencySettings(temperature=getattr(cfg.finetune.objective, "temperature", 1.0))
+    settings = cfg.finetune.baseline_settings.get(variant, {})
+    if "name" in settings:
+        raise CftError(
+            f"demo config finetune.baseline_settings.{variant}.name: the baseline names its objective; delete it"
+        )
+    return objective_config(variant, f"demo config finetune.baseline_settings.{variant}", **settings)

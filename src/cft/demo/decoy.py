@@ -29,7 +29,8 @@ from cft.evaluate.metrics import mean_std, relevance_share, t_interval
 from cft.evaluate.oracle import predict_with_hidden_tokens
 from cft.io import write_bytes_atomic, write_json_atomic
 from cft.models import load_checkpoint
-from cft.train.recipe import WORLD_VIT, recipe_from_dict, run_finetune
+from cft.train.model import WORLD_VIT
+from cft.train.recipe import recipe_from_dict, run_finetune
 from cft.train.trainer import STATE_FILE
 from cft.world.model import WorldModelConfig, normalize, relevance_maps
 

@@ -41,8 +41,9 @@ from cft.evaluate.oracle import predict_with_hidden_tokens
 from cft.io import write_json_atomic
 from cft.models import load_checkpoint
 from cft.train import build_objective
-from cft.train.recipe import WORLD_VIT, FinetuneRecipe, recipe_from_dict, run_finetune
-from cft.train.recipe import world_concept_masks as concept_masks
+from cft.train.model import WORLD_VIT
+from cft.train.recipe import FinetuneRecipe, recipe_from_dict, run_finetune
+from cft.train.sources.world import world_concept_masks as concept_masks
 from cft.train.trainer import STATE_FILE
 from cft.world import SyntheticWorld
 from cft.world.datasets import split_images

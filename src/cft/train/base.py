@@ -1,25 +1,28 @@
-"""What every training objective shares: its step output, its protocol, its config and the registry by name.
+"""What every training objective shares: its step output, its protocol, its settings and the registry by name.
 
-Objectives register a builder (ObjectiveConfig -> Objective) under their name; `build_objective` checks the
-config and calls it. The objectives live in `cft.train.objectives` (erm, cft, no-guidance, robustvit) and
-`cft.train.baselines` (rrr, gradmask, rrda); both import this module, never each other.
+Objectives register a builder (settings -> Objective) under their name, with the dataclass of the settings it
+reads (`@register_objective("rrr", settings=RRRSettings)`); `ObjectiveConfig` is their common base (just `name`).
+A recipe's `objective:` section stays flat: `from_dict(ObjectiveConfig, {"name": "rrr", ...})` picks the
+dataclass by `name`, and a key that belongs to another objective is an error naming the field and its owners.
+`build_objective` checks the settings and calls the builder. The objectives live in `cft.train.objectives` (erm,
+cft, no-guidance, robustvit) and `cft.train.baselines` (rrr, gradmask, rrda); both import this module, never each
+other.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from cft.config import bounded
+from cft.config import from_dict
 from cft.errors import CftError
-from cft.losses import ALIGNMENT_FORMS
 from cft.registry import Registry
-from cft.relevance import METHODS
 
 # the consistency term's target: the model's own argmax (the paper), the label, or the original model's prediction
 CLS_TARGETS = ("self", "label", "original")
@@ -39,75 +42,98 @@ class Objective(Protocol):
 
 @dataclass
 class ObjectiveConfig:
-    """Which objective and its weights. Defaults are the paper's CFT settings
-    (align 0.8, cls 0.2, grad-rollout relevance of the predicted class, the paper's loss form).
+    """Which objective (`name`); the base of every objective's settings dataclass, which adds the fields that
+    objective reads. `objective_config(name, **settings)` builds the right one; `from_dict(ObjectiveConfig, data)`
+    picks it by `data["name"]` (default cft, the paper's CFT settings). A plug-in objective registered without a
+    settings dataclass gets this one: `name` alone."""
 
-    name: erm (CE on the labels) | cft | no-guidance (cft's classification term alone) | robustvit (cft with
-    RobustViT's MSE alignment, for object masks) | rrr | gradmask (input-gradient penalties off the mask) |
-    rrda (foregrounds pasted on other images' backgrounds). The baselines rrr, gradmask and rrda use the
-    labels in their CE whatever cls_target says; temperature divides the logits in every CE but erm's.
-    """
+    name: str = "cft"
 
-    name: str = "cft"  # erm | cft | no-guidance | robustvit | rrr | gradmask | rrda
-    form: str = "paper"  # paper | bce | robustvit (the alignment term of cft; robustvit always uses its own)
-    method: str = "grad-rollout"
-    create_graph: bool | None = None  # relevance: null = the method's default; rrr/gradmask: null or true only
-    align_weight: float = bounded(0.8, ge=0)
-    cls_weight: float = bounded(0.2, ge=0)
-    temperature: float = bounded(1.0, gt=0)
-    concept_weight: float | None = bounded(None, ge=0)  # form robustvit: the foreground weight (null: 0.3)
-    non_concept_weight: float | None = bounded(None, ge=0)  # form robustvit: the background weight (null: 2.0)
-    cls_target: str = "self"  # self (own argmax) | label (ground truth) | original (KL to the starting model)
-    mask_resolution: str = "image"  # image (upsample relevance) | patch (pool the mask to the grid)
-    relevance_target: str | None = None  # predicted | label; null: label for robustvit, predicted for cft
-    input_grad_weight: float | None = bounded(None, ge=0)  # rrr/gradmask penalty; null: 1000 for rrr, 4 for gradmask
-    rrda_original_weight: float = bounded(1.0, ge=0)  # rrda: the CE on unaltered images (0: composites only)
-    anchor_weight: float = bounded(1.0, ge=0)  # cls_target original + data.anchor_images: the KL's weight
+    @classmethod
+    def config_variant(cls, data: dict[str, Any], where: str) -> type:
+        """The settings dataclass of the objective `data["name"]` names (for `cft.config.from_dict`); a key of
+        another objective is an error naming the field and the objectives it belongs to."""
+        name = data.get("name", _default_name(cls))
+        if not isinstance(name, str):
+            return cls  # from_dict names the bad type
+        if name not in OBJECTIVES:
+            raise CftError(f"{where}.name must be one of {', '.join(OBJECTIVES)}; got {name!r}")
+        chosen = settings_class(name)
+        own = {f.name for f in dataclasses.fields(chosen)}
+        for key in data:
+            owners = [n for n in OBJECTIVES if key in {f.name for f in dataclasses.fields(settings_class(n))}]
+            if key not in own and owners:
+                raise CftError(
+                    f"{where}.{key} is a setting of {', '.join(owners)}, not of {name}: delete it, or choose "
+                    f"{'that objective' if len(owners) == 1 else 'one of those objectives'}"
+                )
+        return chosen
 
-
-ObjectiveBuilder = Callable[[ObjectiveConfig], Objective]
-OBJECTIVES: Registry[ObjectiveBuilder] = Registry("objective")  # filled by the modules that define objectives
-
-
-def register_objective(name: str, description: str | None = None) -> Callable[[ObjectiveBuilder], ObjectiveBuilder]:
-    """Decorator: register a builder (ObjectiveConfig -> Objective) as the objective `name`; description: one line
-    for `cft ls objectives` (None: the builder's docstring)."""
-    return OBJECTIVES.register(name, description)
+    def check(self) -> None:
+        """Checks that span fields or need the registries (each error names the objective.* field)."""
 
 
-def build_objective(cfg: ObjectiveConfig) -> Objective:
-    """The objective `cfg.name` with its settings; a bad value raises CftError naming the objective.* field."""
-    _check_config(cfg)
-    return OBJECTIVES[cfg.name](cfg)
+def _default_name(cls: type) -> str:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == "name")
 
 
-def _check_config(cfg: ObjectiveConfig) -> None:
-    if cfg.name not in OBJECTIVES:
-        raise CftError(f"objective.name must be one of {', '.join(OBJECTIVES)}; got {cfg.name!r}")
-    if cfg.form not in ALIGNMENT_FORMS:
-        raise CftError(f"objective.form must be one of {', '.join(ALIGNMENT_FORMS)}, got {cfg.form!r}")
-    if cfg.method not in METHODS:
-        raise CftError(f"objective.method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    if cfg.cls_target not in CLS_TARGETS:
-        raise CftError(f"objective.cls_target must be one of {', '.join(CLS_TARGETS)}, got {cfg.cls_target!r}")
-    if cfg.mask_resolution not in ("image", "patch"):
-        raise CftError(f"objective.mask_resolution must be 'image' or 'patch', got {cfg.mask_resolution!r}")
-    if cfg.relevance_target not in (None, "predicted", "label"):
-        raise CftError(f"objective.relevance_target must be 'predicted', 'label' or null, got {cfg.relevance_target!r}")
-    weights = ("align_weight", "cls_weight", "concept_weight", "non_concept_weight", "input_grad_weight")
-    for name in (*weights, "rrda_original_weight", "anchor_weight"):
+def check_weights(cfg: Any, names: tuple[str, ...]) -> None:
+    """Each of these weights (None allowed) is a finite number >= 0."""
+    for name in names:
         value = getattr(cfg, name)
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise CftError(f"objective.{name} must be a finite number >= 0, got {value}")
-    if not (math.isfinite(cfg.temperature) and cfg.temperature > 0):
-        raise CftError(f"objective.temperature must be > 0, got {cfg.temperature}")
-    if cfg.cls_target == "original" and cfg.name not in ("cft", "robustvit", "no-guidance"):
-        raise CftError(
-            f"objective.cls_target=original anchors the consistency term of cft, robustvit and no-guidance; "
-            f"{cfg.name} has none"
-        )
-    if cfg.name in ("rrr", "gradmask") and cfg.create_graph is False:
-        raise CftError(
-            f"objective.create_graph=false makes the {cfg.name} penalty a constant that never trains the model "
-            "(the bug of the original scripts); leave it null"
-        )
+
+
+def check_temperature(temperature: float) -> None:
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise CftError(f"objective.temperature must be > 0, got {temperature}")
+
+
+ObjectiveBuilder = Callable[[Any], Objective]  # (its settings dataclass) -> Objective
+OBJECTIVES: Registry[ObjectiveBuilder] = Registry("objective")  # filled by the modules that define objectives
+_SETTINGS: dict[str, type[ObjectiveConfig]] = {}  # objective name -> its settings dataclass
+
+
+def register_objective(
+    name: str, description: str | None = None, settings: type[ObjectiveConfig] | None = None
+) -> Callable[[ObjectiveBuilder], ObjectiveBuilder]:
+    """Decorator: register a builder (settings -> Objective) as the objective `name`; description: one line for
+    `cft ls objectives` (None: the builder's docstring); settings: the dataclass of the settings it reads, a
+    subclass of ObjectiveConfig whose `name` defaults to `name` (None: ObjectiveConfig, the name alone)."""
+    if settings is not None and not (isinstance(settings, type) and issubclass(settings, ObjectiveConfig)):
+        raise TypeError(f"objective {name!r}: settings must be a dataclass subclassing ObjectiveConfig")
+
+    def register(builder: ObjectiveBuilder) -> ObjectiveBuilder:
+        OBJECTIVES.add(name, builder, description)
+        _SETTINGS[name] = settings or ObjectiveConfig
+        return builder
+
+    return register
+
+
+def settings_class(name: str) -> type[ObjectiveConfig]:
+    """The settings dataclass of the registered objective `name`."""
+    if name not in OBJECTIVES:
+        raise CftError(f"objective.name must be one of {', '.join(OBJECTIVES)}; got {name!r}")
+    return _SETTINGS.get(name, ObjectiveConfig)
+
+
+def objective_config(name: str, where: str = "objective", **settings: Any) -> ObjectiveConfig:
+    """The settings of objective `name` from plain values, checked as a recipe's `objective:` section is."""
+    return from_dict(ObjectiveConfig, {"name": name, **settings}, where)
+
+
+def build_objective(cfg: ObjectiveConfig) -> Objective:
+    """The objective `cfg.name` with its settings; a bad value raises CftError naming the objective.* field.
+    A bare ObjectiveConfig(name=...) gets that objective's default settings."""
+    cls = settings_class(cfg.name)
+    if type(cfg) is not cls:
+        if type(cfg) is not ObjectiveConfig:
+            raise CftError(
+                f"objective {cfg.name!r} reads {cls.__name__}, not {type(cfg).__name__}; build its settings with "
+                f"objective_config({cfg.name!r}, ...)"
+            )
+        cfg = cls(name=cfg.name)
+    cfg.check()
+    return OBJECTIVES[cfg.name](cfg)

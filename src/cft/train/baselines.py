@@ -20,9 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cft.config import bounded
 from cft.errors import CftError
 from cft.relevance.capture import capture
-from cft.train.base import Objective, ObjectiveConfig, StepOutput, register_objective
+from cft.train.base import (
+    Objective,
+    ObjectiveConfig,
+    StepOutput,
+    check_temperature,
+    check_weights,
+    register_objective,
+)
 
 # Default penalty weights (objective.input_grad_weight = null picks these).
 # RRR: l2_grads = 1000, the default of Ross et al.'s reference code for the same sum-over-inputs penalty.
@@ -188,18 +196,72 @@ class RRDA:
         return StepOutput(terms, logits)
 
 
-@register_objective("rrr", "Right for the Right Reasons (Ross et al. 2017): the input gradient penalised off the mask")
-def _rrr(cfg: ObjectiveConfig) -> Objective:
+# ---- settings: each objective's own fields (a recipe's `objective:` section, flat) --------------------------
+@dataclass
+class InputGradientSettings(ObjectiveConfig):
+    """rrr and gradmask: the input-gradient penalty's weight; CE(z / T, label) + input_grad_weight * penalty."""
+
+    name: str = "rrr"
+    temperature: float = bounded(1.0, gt=0)  # divides the logits of the CE
+    input_grad_weight: float | None = bounded(None, ge=0)  # null: 1000 for rrr, 4 for gradmask
+    create_graph: bool | None = None  # null or true: the penalty is trained (second order); false is refused
+
+    def check(self) -> None:
+        check_temperature(self.temperature)
+        check_weights(self, ("input_grad_weight",))
+        if self.create_graph is False:
+            raise CftError(
+                f"objective.create_graph=false makes the {self.name} penalty a constant that never trains the model "
+                "(the bug of the original scripts); leave it null"
+            )
+
+
+@dataclass
+class RRRSettings(InputGradientSettings):
+    name: str = "rrr"
+
+
+@dataclass
+class GradMaskSettings(InputGradientSettings):
+    name: str = "gradmask"
+
+
+@dataclass
+class RRDASettings(ObjectiveConfig):
+    """rrda: CE(z(x') / T, y) + rrda_original_weight * CE(z(x) / T, y)."""
+
+    name: str = "rrda"
+    temperature: float = bounded(1.0, gt=0)
+    rrda_original_weight: float = bounded(1.0, ge=0)  # the CE on unaltered images (0: composites only)
+
+    def check(self) -> None:
+        check_temperature(self.temperature)
+        check_weights(self, ("rrda_original_weight",))
+
+
+# ---- the registry ----------------------------------------------------------------------------------------
+@register_objective(
+    "rrr",
+    "Right for the Right Reasons (Ross et al. 2017): the input gradient penalised off the mask",
+    settings=RRRSettings,
+)
+def _rrr(cfg: RRRSettings) -> Objective:
     return RRR(RRR_WEIGHT if cfg.input_grad_weight is None else cfg.input_grad_weight, cfg.temperature)
 
 
 @register_objective(
-    "gradmask", "GradMask (Simpson et al. 2019): the label logit's input gradient penalised off the mask"
+    "gradmask",
+    "GradMask (Simpson et al. 2019): the label logit's input gradient penalised off the mask",
+    settings=GradMaskSettings,
 )
-def _gradmask(cfg: ObjectiveConfig) -> Objective:
+def _gradmask(cfg: GradMaskSettings) -> Objective:
     return GradMask(GRADMASK_WEIGHT if cfg.input_grad_weight is None else cfg.input_grad_weight, cfg.temperature)
 
 
-@register_objective("rrda", "RRDA: each image's foreground pasted on another image's background, trained on both")
-def _rrda(cfg: ObjectiveConfig) -> Objective:
+@register_objective(
+    "rrda",
+    "RRDA: each image's foreground pasted on another image's background, trained on both",
+    settings=RRDASettings,
+)
+def _rrda(cfg: RRDASettings) -> Objective:
     return RRDA(cfg.rrda_original_weight, cfg.temperature)

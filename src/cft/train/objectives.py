@@ -13,10 +13,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cft.config import bounded
 from cft.errors import CftError
-from cft.losses import CFTLoss, consistency, mask_to_grid
-from cft.relevance import relevance_with_logits
-from cft.train.base import Objective, ObjectiveConfig, StepOutput, register_objective
+from cft.losses import ALIGNMENT_FORMS, CFTLoss, consistency, mask_to_grid
+from cft.relevance import METHODS, relevance_with_logits
+from cft.train.base import (
+    CLS_TARGETS,
+    Objective,
+    ObjectiveConfig,
+    StepOutput,
+    check_temperature,
+    check_weights,
+    register_objective,
+)
 
 
 class Classification:
@@ -121,43 +130,116 @@ class RelevanceGuided(Anchored):
         return StepOutput(terms, logits)
 
 
-@register_objective("erm", "cross-entropy on the labels only (no guidance)")
-def _erm(cfg: ObjectiveConfig) -> Objective:
+# ---- settings: each objective's own fields (a recipe's `objective:` section, flat) --------------------------
+@dataclass
+class ERMSettings(ObjectiveConfig):
+    """erm reads nothing but its name."""
+
+    name: str = "erm"
+
+
+@dataclass
+class ConsistencySettings(ObjectiveConfig):
+    """no-guidance: CFT's classification term alone; its target and temperature."""
+
+    name: str = "no-guidance"
+    temperature: float = bounded(1.0, gt=0)  # divides the logits of the consistency term
+    cls_target: str = "self"  # self (own argmax) | label (ground truth) | original (KL to the starting model)
+    anchor_weight: float = bounded(1.0, ge=0)  # cls_target original + data.anchor_images: the KL's weight
+
+    def check(self) -> None:
+        check_temperature(self.temperature)
+        if self.cls_target not in CLS_TARGETS:
+            raise CftError(f"objective.cls_target must be one of {', '.join(CLS_TARGETS)}, got {self.cls_target!r}")
+        check_weights(self, ("anchor_weight",))
+
+
+@dataclass
+class RelevanceSettings(ConsistencySettings):
+    """robustvit: relevance aligned with the mask (RobustViT's MSE, fixed form) plus the consistency term."""
+
+    name: str = "robustvit"
+    method: str = "grad-rollout"
+    create_graph: bool | None = None  # null: the relevance method's default
+    align_weight: float = bounded(0.8, ge=0)
+    cls_weight: float = bounded(0.2, ge=0)
+    # the alignment's weights: the paper's / bce forms' concept and non-concept terms (null: 0.5, 1.2), robustvit's
+    # foreground and background (null: 0.3, 2.0)
+    concept_weight: float | None = bounded(None, ge=0)
+    non_concept_weight: float | None = bounded(None, ge=0)
+    mask_resolution: str = "image"  # image (upsample relevance) | patch (pool the mask to the grid)
+    relevance_target: str | None = None  # predicted | label; null: label for robustvit, predicted for cft
+
+    def check(self) -> None:
+        super().check()
+        if self.method not in METHODS:
+            raise CftError(f"objective.method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.mask_resolution not in ("image", "patch"):
+            raise CftError(f"objective.mask_resolution must be 'image' or 'patch', got {self.mask_resolution!r}")
+        if self.relevance_target not in (None, "predicted", "label"):
+            raise CftError(
+                f"objective.relevance_target must be 'predicted', 'label' or null, got {self.relevance_target!r}"
+            )
+        check_weights(self, ("align_weight", "cls_weight", "concept_weight", "non_concept_weight"))
+
+
+@dataclass
+class CFTSettings(RelevanceSettings):
+    """cft: the defaults are the paper's (align 0.8, cls 0.2, grad-rollout relevance of the predicted class, the
+    paper's loss form)."""
+
+    name: str = "cft"
+    form: str = "paper"  # paper | bce | robustvit: the alignment term
+
+    def check(self) -> None:
+        if self.form not in ALIGNMENT_FORMS:
+            raise CftError(f"objective.form must be one of {', '.join(ALIGNMENT_FORMS)}, got {self.form!r}")
+        super().check()
+
+
+# ---- the registry ----------------------------------------------------------------------------------------
+@register_objective("erm", "cross-entropy on the labels only (no guidance)", settings=ERMSettings)
+def _erm(cfg: ERMSettings) -> Objective:
     return Classification()
 
 
-@register_objective("no-guidance", "the classification term of CFT alone, no relevance (the ablation)")
-def _no_guidance(cfg: ObjectiveConfig) -> Objective:
+@register_objective(
+    "no-guidance",
+    "the classification term of CFT alone, no relevance (the ablation)",
+    settings=ConsistencySettings,
+)
+def _no_guidance(cfg: ConsistencySettings) -> Objective:
     return ConsistencyOnly(cfg.temperature, cfg.cls_target, anchor_weight=cfg.anchor_weight)
 
 
-def _relevance_guided(cfg: ObjectiveConfig, robustvit: bool) -> Objective:
-    loss = CFTLoss(
-        "robustvit" if robustvit else cfg.form,
-        cfg.align_weight,
-        cfg.cls_weight,
-        cfg.temperature,
-        cfg.concept_weight,
-        cfg.non_concept_weight,
-    )
-    target = cfg.relevance_target or ("label" if robustvit else "predicted")
+def _relevance_guided(cfg: RelevanceSettings, form: str, default_target: str) -> Objective:
+    """form: the alignment term; default_target: the class whose relevance is aligned when relevance_target is
+    null."""
+    loss = CFTLoss(form, cfg.align_weight, cfg.cls_weight, cfg.temperature, cfg.concept_weight, cfg.non_concept_weight)
+    target = cfg.relevance_target or default_target
     return RelevanceGuided(
         loss, cfg.method, cfg.create_graph, cfg.cls_target, cfg.mask_resolution, target, cfg.anchor_weight
     )
 
 
 @register_objective(
-    "cft", "concept-guided fine-tuning: relevance aligned with the concept masks, plus CFT's classification term"
+    "cft",
+    "concept-guided fine-tuning: relevance aligned with the concept masks, plus CFT's classification term",
+    settings=CFTSettings,
 )
-def _cft(cfg: ObjectiveConfig) -> Objective:
-    return _relevance_guided(cfg, robustvit=False)
+def _cft(cfg: CFTSettings) -> Objective:
+    return _relevance_guided(cfg, cfg.form, default_target="predicted")
 
 
-@register_objective("robustvit", "RobustViT: relevance pushed off the background and onto the foreground mask")
-def _robustvit(cfg: ObjectiveConfig) -> Objective:
+@register_objective(
+    "robustvit",
+    "RobustViT: relevance pushed off the background and onto the foreground mask",
+    settings=RelevanceSettings,
+)
+def _robustvit(cfg: RelevanceSettings) -> Objective:
     """RelevanceGuided with CFTLoss(form="robustvit"): 0.8 * (2.0 * mean((Phi * (1 - S))^2)
     + 0.3 * mean(S * (Phi - 1)^2)) + 0.2 * CE(z / T, own argmax), the relevance of the label's class, as in
     RobustViT's imagenet_finetune.py (align_weight, cls_weight, concept_weight = foreground,
-    non_concept_weight = background, temperature, cls_target and relevance_target override; form is not read).
+    non_concept_weight = background, temperature, cls_target and relevance_target override; it has no form).
     Meant for object masks (`cft masks --object-masks`)."""
-    return _relevance_guided(cfg, robustvit=True)
+    return _relevance_guided(cfg, "robustvit", default_target="label")

@@ -1,5 +1,6 @@
-"""Training data from disk for `cft finetune`: an ImageFolder tree (ImageNet's train set, or a user's own) or
-Waterbirds, with the few-shot protocol and guidance masks from the mask store (`cft masks`).
+"""`data.source: folder | waterbirds | grouped`: training data from disk for `cft finetune`, an ImageFolder tree
+(ImageNet's train set, or a user's own) or Waterbirds (or any dataset in its layout), with the few-shot protocol and
+guidance masks from the mask store (`cft masks`).
 
 ImageFolder labels: with `classes: imagenet`, class folders are wnids (or ImageNet class names) and labels are
 ImageNet-1k indices (a 1000-way model); with `classes: folders`, the sorted folder names are the classes.
@@ -11,10 +12,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cft.data.folders import ImageItem, list_images, read_image_list
 from cft.errors import CftError
+from cft.train.model import build_model
+from cft.train.sources.base import ImageSection, SourceData, register_data_source
+
+if TYPE_CHECKING:
+    from cft.train.recipe import FinetuneRecipe
+
+
+@dataclass
+class DiskSection(ImageSection):
+    """The fields of the disk sources (ImageSection's root, image_size, resize, mean and std, and these)."""
+
+    source: str = "folder"
+    val_root: str | None = None  # folder: validation images in the same layout (null: no validation)
+    classes: str = "folders"  # folder: imagenet (wnid folders, 1000-way labels) | folders (sorted folder names)
+    store: str | None = None  # the mask store (`cft masks`) holding the guidance masks of these images
+    val_store: str | None = None  # folder with val_root: the store of the val_root images (null: data.store)
+
+    def check(self) -> None:
+        super().check()
+        if not self.root:
+            raise CftError(f"data.root is required for data.source={self.source}")
+        if not 0 < self.image_size <= self.resize:
+            raise CftError(f"data.image_size must be in (0, data.resize={self.resize}], got {self.image_size}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None and len(value) != 3:
+                raise CftError(f"data.{name} must be 3 numbers (R, G, B), got {value}")
+        if self.classes not in ("imagenet", "folders"):
+            raise CftError(f"data.classes must be 'imagenet' or 'folders', got {self.classes!r}")
 
 
 @dataclass
@@ -30,7 +60,7 @@ class DiskData:
 WATERBIRDS_CLASSES = ["landbird", "waterbird"]
 
 
-def label_space(d: Any) -> list[str]:
+def label_space(d: DiskSection) -> list[str]:
     """The class names of a `folder`, `waterbirds` or `grouped` data section, in label order (grouped: "0".."K-1")."""
     if not d.root:
         raise CftError(f"data.root is required for data.source={d.source}")
@@ -55,7 +85,7 @@ def label_space(d: Any) -> list[str]:
     return names
 
 
-def _grouped_items(d: Any, split: int) -> list[ImageItem]:
+def _grouped_items(d: DiskSection, split: int) -> list[ImageItem]:
     """The images of one split of a waterbirds / grouped dataset (image ids: paths relative to the data root)."""
     from cft.data.evalsets.waterbirds import GROUPED, WATERBIRDS, dataset_root, read_rows
 
@@ -65,7 +95,7 @@ def _grouped_items(d: Any, split: int) -> list[ImageItem]:
     return [ImageItem(r.filename, root / r.filename, names[r.y]) for r in read_rows(fmt, root) if r.split == split]
 
 
-def _transforms(d: Any, model: Any) -> tuple[Any, Any]:
+def _transforms(d: DiskSection, model: Any) -> tuple[Any, Any]:
     from cft.data.images import preprocessor
     from cft.train.masked_data import PairedTransform
 
@@ -76,7 +106,9 @@ def _transforms(d: Any, model: Any) -> tuple[Any, Any]:
     return PairedTransform(train=True, flip=d.flip, **common), PairedTransform(train=False, **common)
 
 
-def _select(items: list[ImageItem], index: dict[str, int], d: Any) -> tuple[list[ImageItem], list[ImageItem], Any]:
+def _select(
+    items: list[ImageItem], index: dict[str, int], d: DiskSection
+) -> tuple[list[ImageItem], list[ImageItem], Any]:
     """(few-shot training images, held-out validation images of the same classes, the split)."""
     from cft.data.fewshot import select_few_shot
 
@@ -107,7 +139,7 @@ class ImageChoice:
     selection: Any | None  # FewShotSplit
 
 
-def choose_images(d: Any) -> ImageChoice:
+def choose_images(d: DiskSection) -> ImageChoice:
     """Which images a `folder`, `waterbirds` or `grouped` data section trains and validates on (no model needed:
     `cft run` makes their masks before fine-tuning)."""
     names = label_space(d)
@@ -126,7 +158,7 @@ def choose_images(d: Any) -> ImageChoice:
     return ImageChoice(names, chosen, val_items or held_out, selection)
 
 
-def disk_data(d: Any, model: Any, needs_mask: bool) -> DiskData:
+def disk_data(d: DiskSection, model: Any, needs_mask: bool) -> DiskData:
     """The train (and val) sets of a `folder`, `waterbirds` or `grouped` data section. Validation images of a
     separate `val_root` take their masks from `val_store` (their ids are relative to `val_root`)."""
     from cft.train.masked_data import StoreImageDataset
@@ -167,3 +199,33 @@ def _store(folder: str | None, items: list[ImageItem]) -> Any:
         )
     store.check_identity(list(status))
     return store
+
+
+def disk_source(recipe: FinetuneRecipe, needs_mask: bool, out: Path) -> SourceData:
+    from torch.utils.data import default_collate
+
+    d: DiskSection = recipe.data  # type: ignore[assignment]  # the section of the disk sources
+    classes = label_space(d)
+    model = build_model(recipe, len(classes), d.image_size)
+    data = disk_data(d, model, needs_mask)
+    where = {
+        "root": d.root,
+        "images": [it.image_id for it in data.items],
+        "val_images": [it.image_id for it in data.val_items],
+    }
+    return SourceData(classes, model, data.train, data.val, data.selection, default_collate, default_collate, where)
+
+
+for _name, _description in (
+    ("folder", "image folders: data.root/<class folder>/<images>, masks from a mask store"),
+    ("waterbirds", "Waterbirds: data.root/metadata.csv and its images"),
+    ("grouped", "a group-labelled dataset: data.root/metadata.csv (img_filename, y, split, group)"),
+):
+    register_data_source(_name, _description, section=DiskSection)(disk_source)
+
+
+def disk_sources() -> tuple[str, ...]:
+    """The data sources read from image folders on disk by this module (the ones `cft run` masks)."""
+    from cft.train.sources.base import DATA_SOURCES
+
+    return tuple(name for name, builder in DATA_SOURCES.items() if builder is disk_source)
