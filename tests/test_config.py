@@ -111,3 +111,16 @@ def test_yaml_alias_bombs_are_refused_but_aliases_are_read():
         load_yaml(levels, "t")
     with pytest.raises(CftError, match="t is not valid YAML"):
         load_yaml("a: [1,", "t")
+
+
+def test_renamed_and_removed_keys_say_what_to_write():
+    """A config written before a rename (or a removal) is told what to write, whatever section it is in."""
+    from cft.pipeline import EvalStage
+    from cft.train.trainer import TrainConfig
+
+    with pytest.raises(CftError, match=r"evaluate\.benches was renamed: write eval_sets instead"):
+        from_dict(EvalStage, {"benches": {"imagenet-v2": "/data"}}, "evaluate")
+    with pytest.raises(CftError, match=r"train\.log_every_steps was removed \(.*\): delete it"):
+        from_dict(TrainConfig, {"log_every_steps": 5}, "train")
+    sets = {"imagenet-v2": "/data"}
+    assert from_dict(EvalStage, {"eval_sets": sets}, "evaluate").eval_sets == sets

@@ -52,7 +52,7 @@ def setup(tmp_path):
                      "few_shot": {"per_class": 2, "class_fraction": 0.5, "val_per_class": 1}},
             "train": {"epochs": 2, "batch_size": 2, "save_every_steps": 1, "progress": False, "optim": {"lr": 1e-3}},
         },
-        "evaluate": {"benches": {"imagenet-v2": str(tmp_path / "v2")}, "workers": 0, "device": "cpu"},
+        "evaluate": {"eval_sets": {"imagenet-v2": str(tmp_path / "v2")}, "workers": 0, "device": "cpu"},
     }  # fmt: skip
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(recipe))
     return tmp_path

@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cft.concepts.filters import FilterConfig
 from cft.concepts.llm import Sampling
@@ -55,7 +55,9 @@ class MaskStage:
 
 @dataclass
 class EvalStage:
-    benches: dict[str, str] = field(default_factory=dict)  # name -> root, as `cft evaluate --bench`
+    RENAMED: ClassVar[dict[str, str]] = {"benches": "eval_sets"}
+
+    eval_sets: dict[str, str] = field(default_factory=dict)  # name -> root, as `cft evaluate --eval-set`
     batch_size: int = 64
     workers: int = 4
     device: str = "auto"
@@ -203,7 +205,7 @@ def evaluate_stage(recipe: RunRecipe, seed: int, run: Path, out: Path, num_class
     kwargs = {**size_kwargs(fr.model.name, num_classes, fr.data.image_size), **fr.model.kwargs}
     spec = EvalSpec(
         model=fr.model.name,
-        benches=dict(e.benches),
+        eval_sets=dict(e.eval_sets),
         checkpoints=[str(run / "best.safetensors")],
         model_kwargs=kwargs,
         split=str(run / "split.json"),
@@ -246,7 +248,7 @@ def _run_pipeline(recipe: RunRecipe, out: Path, log: Callable[[str], None]) -> d
         separate = data.source == "folder" and data.val_root
         mask_stage(recipe, bank_path, segmenter, choice.val, out / ("masks-val" if separate else "masks"), log)
         run = finetune_stage(recipe, seed, out, log)
-        if recipe.evaluate.benches:
+        if recipe.evaluate.eval_sets:
             result = evaluate_stage(recipe, seed, run, out, len(everything.class_names), log)
             runs[f"seed{seed}"] = result["runs"][str(run / "best.safetensors")]
     mean, std = aggregate(runs) if runs else ({}, {})

@@ -105,19 +105,19 @@ def cases(r: Path, out: Path) -> dict[str, tuple[list[str], str]]:
         "finetune: exclude parts with llm": ([*ft, "--set", "data.concepts.exclude_parts=[body]"], "exclude_parts"),
         # evaluate
         "evaluate: checkpoint shape": (
-            [*ev, "--checkpoint", str(r / "ten.safetensors"), "--bench", val],
+            [*ev, "--checkpoint", str(r / "ten.safetensors"), "--eval-set", val],
             "head.bias",
         ),
-        "evaluate: device cuda": ([*ev, "--bench", val, "--device", "cuda:7"], "cuda:7"),
-        "evaluate: relevance method": ([*ev, "--bench", f"imagenet-seg={r}", "--relevance-method", "lime"], "lime"),
+        "evaluate: device cuda": ([*ev, "--eval-set", val, "--device", "cuda:7"], "cuda:7"),
+        "evaluate: relevance method": ([*ev, "--eval-set", f"imagenet-seg={r}", "--relevance-method", "lime"], "lime"),
         "evaluate: num_classes 0": (
-            [*ev, "--model-arg", "num_classes=0", "--bench", f"imagenet-val={r}"],
+            [*ev, "--model-arg", "num_classes=0", "--eval-set", f"imagenet-val={r}"],
             "num_classes",
         ),
-        "evaluate: batch 0": ([*ev, "--bench", val, "--batch-size", "0"], "--batch-size"),
-        "evaluate: unknown set": ([*ev, "--bench", f"imagenet-z={r}"], "imagenet-z"),
-        "evaluate: empty tree": ([*ev, "--bench", f"imagenet-sketch={r / 'empty'}"], "empty"),
-        "evaluate: bench without path": ([*ev, "--bench", "imagenet-val"], "--bench"),
+        "evaluate: batch 0": ([*ev, "--eval-set", val, "--batch-size", "0"], "--batch-size"),
+        "evaluate: unknown set": ([*ev, "--eval-set", f"imagenet-z={r}"], "imagenet-z"),
+        "evaluate: empty tree": ([*ev, "--eval-set", f"imagenet-sketch={r / 'empty'}"], "empty"),
+        "evaluate: eval set without path": ([*ev, "--eval-set", "imagenet-val"], "--eval-set"),
         # concepts
         "concepts: empty bank": (
             ["concepts", "filter", str(r / "empty_bank.json"), "--out", str(out / "b.json")],

@@ -124,11 +124,11 @@ def test_a_plugin_registers_its_components_before_any_registry_is_read(plugin):
     assert "toy-brightness" in cft.METHODS  # read by the library: nothing called load_plugins
     assert registry.load_plugins() == ["toy"]
     assert cft.METHODS.description("toy-brightness") == "Mean absolute pixel per patch."
-    from cft.data.evalsets import load_benchmark
+    from cft.data.evalsets import load_eval_set
     from cft.grounding.registry import build_segmenter
 
     assert build_segmenter("toy-whole").identity() == {"name": "toy-whole"}
-    assert load_benchmark("toy-set", plugin) == []
+    assert load_eval_set("toy-set", plugin) == []
 
 
 def test_cft_ls_finetune_and_explain_use_a_plugin(plugin, tmp_path, capsys):

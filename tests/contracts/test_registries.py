@@ -14,7 +14,7 @@ from PIL import Image
 import cft
 from cft.cli import main
 from cft.concepts.stage import LLM_BACKENDS, make_llm
-from cft.data.evalsets import EVAL_SETS, load_benchmark
+from cft.data.evalsets import EVAL_SETS, load_eval_set
 from cft.errors import CftError
 from cft.grounding import registry
 from cft.train import OBJECTIVES, ObjectiveConfig, build_objective
@@ -74,11 +74,11 @@ def test_the_world_segmenter_answers_every_phrase():
 @pytest.mark.parametrize("name", list(EVAL_SETS))
 def test_every_evaluation_set_reader_refuses_a_missing_or_empty_tree(name, tmp_path):
     with pytest.raises(CftError) as missing:
-        load_benchmark(name, tmp_path / "absent")
+        load_eval_set(name, tmp_path / "absent")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(CftError) as nothing:
-        load_benchmark(name, empty)
+        load_eval_set(name, empty)
     for err in (missing, nothing):
         assert "absent" in str(err.value) or "empty" in str(err.value), (name, str(err.value))
 

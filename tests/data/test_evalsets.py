@@ -1,4 +1,4 @@
-"""Benchmark readers on tiny fake trees written in each dataset's published layout."""
+"""EvalSet readers on tiny fake trees written in each dataset's published layout."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from cft.data.classes import imagenet_wnids, wnid_to_index
-from cft.data.evalsets import Benchmark, benchmark_names, group_sizes, load_benchmark, read_seg_item
+from cft.data.evalsets import EvalSet, eval_set_names, group_sizes, load_eval_set, read_seg_item
 from cft.data.evalsets.class_lists import IMAGENET_A_WNIDS, IMAGENET_R_WNIDS, SI_SCORE_CLASSES
 from cft.errors import CftError
 from tests.helpers.evalsets import write_mat
@@ -36,7 +36,7 @@ def _tree(root: Path, counts: dict[str, int], suffix: str = ".JPEG") -> Path:
     return root
 
 
-def _check(bench: Benchmark, root: Path | None = None) -> list[tuple[int, ...]]:
+def _check(bench: EvalSet, root: Path | None = None) -> list[tuple[int, ...]]:
     """Common invariants: JSON info, counts, samples sorted by relative path; returns the targets."""
     json.dumps(bench.info)
     assert bench.info["num_samples"] == len(bench.samples) > 0
@@ -63,15 +63,15 @@ def test_published_200_class_lists():
 
 def test_unknown_name_and_missing_root(tmp_path):
     with pytest.raises(CftError, match="unknown benchmark 'imagenet-x'.*imagenet-val, imagenet-v2"):
-        load_benchmark("imagenet-x", tmp_path)
+        load_eval_set("imagenet-x", tmp_path)
     with pytest.raises(CftError, match=r"imagenet-v2: .*does not exist; expected ROOT/<class index 0..999>"):
-        load_benchmark("imagenet-v2", tmp_path / "nope")
+        load_eval_set("imagenet-v2", tmp_path / "nope")
     (tmp_path / "file").write_text("x")
     with pytest.raises(CftError, match="is not a folder"):
-        load_benchmark("imagenet-a", tmp_path / "file")
+        load_eval_set("imagenet-a", tmp_path / "file")
     with pytest.raises(CftError, match=r"no class folders .*expected ROOT/<wnid>/<images>"):
-        load_benchmark("imagenet-sketch", tmp_path)
-    assert len(benchmark_names()) == 12 and benchmark_names()[-1] == "grouped"
+        load_eval_set("imagenet-sketch", tmp_path)
+    assert len(eval_set_names()) == 12 and eval_set_names()[-1] == "grouped"
 
 
 # ---------------------------------------------------------------- ImageNet family
@@ -81,17 +81,17 @@ def test_imagenet_a_partial_tree_two_protocols(tmp_path):
     root = _tree(tmp_path / "imagenet-a", {A_LAST: 1, A_STINGRAY: 2})
     (root / "README.txt").write_text("readme")  # the release ships one; files at ROOT are ignored
     _image(root / ".cache" / "x.jpg")  # hidden folder ignored
-    plain, full = load_benchmark("imagenet-a", tmp_path)  # the parent folder: unwrapped to imagenet-a/
+    plain, full = load_eval_set("imagenet-a", tmp_path)  # the parent folder: unwrapped to imagenet-a/
     assert (plain.name, full.name) == ("imagenet-a", "imagenet-a:1000")
     assert _check(plain, root) == [(6,), (6,), (988,)] == _check(full, root)
     assert len(plain.allowed) == 200 and plain.allowed == tuple(sorted(wnid_to_index()[w] for w in IMAGENET_A_WNIDS))
     assert full.allowed is None and plain.num_classes == full.num_classes == 1000
     assert "200" in plain.info["protocol"] and "1000" in full.info["protocol"]
-    assert plain.samples == load_benchmark("imagenet-a", root)[0].samples  # deterministic
+    assert plain.samples == load_eval_set("imagenet-a", root)[0].samples  # deterministic
 
 
 def test_imagenet_r_labels_from_wnid(tmp_path):
-    plain, full = load_benchmark("imagenet-r", _tree(tmp_path, {R_GOLDFISH: 2}, ".jpg"))
+    plain, full = load_eval_set("imagenet-r", _tree(tmp_path, {R_GOLDFISH: 2}, ".jpg"))
     assert _check(plain) == [(1,), (1,)] and len(plain.allowed) == 200 and 1 in plain.allowed
     assert full.samples == plain.samples and full.allowed is None
 
@@ -100,35 +100,35 @@ def test_200_class_datasets_refuse_other_wnids(tmp_path):
     robin = "n01558993"  # index 15: an ImageNet-A class, not an ImageNet-R one
     _tree(tmp_path, {robin: 1, TENCH: 1})
     with pytest.raises(CftError, match=f"{TENCH}.*not ImageNet-A class wnids"):
-        load_benchmark("imagenet-a", tmp_path)
+        load_eval_set("imagenet-a", tmp_path)
     with pytest.raises(CftError, match=f"{TENCH}, {robin} .*not ImageNet-R class wnids"):
-        load_benchmark("imagenet-r", tmp_path)
+        load_eval_set("imagenet-r", tmp_path)
 
 
 def test_imagenet_sketch(tmp_path):
     root = _tree(tmp_path / "sketch", {TOILET_TISSUE: 1, TENCH: 2}, ".png")
-    (bench,) = load_benchmark("imagenet-sketch", tmp_path)
+    (bench,) = load_eval_set("imagenet-sketch", tmp_path)
     assert _check(bench, root) == [(0,), (0,), (999,)] and bench.allowed is None and bench.num_classes == 1000
     _tree(root, {"n99999999": 1})
     with pytest.raises(CftError, match="n99999999"):
-        load_benchmark("imagenet-sketch", root)
+        load_eval_set("imagenet-sketch", root)
 
 
 def test_imagenet_v2(tmp_path):
     root = _tree(tmp_path / "imagenetv2-matched-frequency-format-val", {"999": 1, "0": 1, "17": 2}, ".jpeg")
-    (bench,) = load_benchmark("imagenet-v2", tmp_path)
+    (bench,) = load_eval_set("imagenet-v2", tmp_path)
     assert _check(bench, root) == [(0,), (17,), (17,), (999,)] and bench.allowed is None
     _tree(root, {"1000": 1})
     with pytest.raises(CftError, match=r"1000 .*expected ROOT/<class index 0..999>/<images>"):
-        load_benchmark("imagenet-v2", root)
+        load_eval_set("imagenet-v2", root)
 
 
 def test_imagenet_val_class_folders(tmp_path):
-    (bench,) = load_benchmark("imagenet-val", _tree(tmp_path, {TOILET_TISSUE: 1, "n01443537": 1}))
+    (bench,) = load_eval_set("imagenet-val", _tree(tmp_path, {TOILET_TISSUE: 1, "n01443537": 1}))
     assert _check(bench, tmp_path) == [(1,), (999,)] and bench.info["layout"] == "class folders"
     _tree(tmp_path, {"not_a_wnid": 1})
     with pytest.raises(CftError, match="not_a_wnid"):
-        load_benchmark("imagenet-val", tmp_path)
+        load_eval_set("imagenet-val", tmp_path)
 
 
 def _val_images(root: Path, n: int = 3) -> list[str]:
@@ -144,36 +144,36 @@ def test_imagenet_val_kaggle_csv(tmp_path):
     rows.append(("ILSVRC2012_val_00099999", f"{TENCH} 1 2 3 4"))  # a row without an image is fine
     with (tmp_path / "LOC_val_solution.csv").open("w", newline="") as f:
         csv.writer(f).writerows(rows)
-    (bench,) = load_benchmark("imagenet-val", tmp_path)
+    (bench,) = load_eval_set("imagenet-val", tmp_path)
     assert [s.path.name for s in bench.samples] == names and _check(bench) == [(0,), (999,), (1,)]
     _image(nested / "ILSVRC2012_val_00000077.JPEG")
     with pytest.raises(CftError, match="no row for image.*ILSVRC2012_val_00000077"):
-        load_benchmark("imagenet-val", tmp_path)
+        load_eval_set("imagenet-val", tmp_path)
     (tmp_path / "LOC_val_solution.csv").write_text("ImageId,Label\nx,y\n")
     with pytest.raises(CftError, match="LOC_val_solution.csv has no column 'PredictionString'"):
-        load_benchmark("imagenet-val", tmp_path)
+        load_eval_set("imagenet-val", tmp_path)
 
 
 def test_imagenet_val_labels_txt(tmp_path):
     names = sorted(_val_images(tmp_path))
     labels = tmp_path / "val_labels.txt"
     labels.write_text(f"{TOILET_TISSUE}\n65\n\n0\n")  # wnids or indices, sorted file order; blank lines skipped
-    (bench,) = load_benchmark("imagenet-val", tmp_path)
+    (bench,) = load_eval_set("imagenet-val", tmp_path)
     assert [s.path.name for s in bench.samples] == names and _check(bench) == [(999,), (65,), (0,)]
     labels.write_text("".join(f"{n} {t}\n" for n, t in zip(reversed(names), (3, TENCH, 7))))
-    assert _check(load_benchmark("imagenet-val", tmp_path)[0]) == [(7,), (0,), (3,)]
+    assert _check(load_eval_set("imagenet-val", tmp_path)[0]) == [(7,), (0,), (3,)]
     labels.write_text("1\n2\n")
     with pytest.raises(CftError, match="has 2 labels but .* has 3 images"):
-        load_benchmark("imagenet-val", tmp_path)
+        load_eval_set("imagenet-val", tmp_path)
     labels.write_text("1\n2\n1000\n")
     with pytest.raises(CftError, match="'1000' is neither an ImageNet-1k wnid nor a class index"):
-        load_benchmark("imagenet-val", tmp_path)
+        load_eval_set("imagenet-val", tmp_path)
     labels.unlink()
     with pytest.raises(CftError, match="neither class folders nor a labels file"):
-        load_benchmark("imagenet-val", tmp_path)
+        load_eval_set("imagenet-val", tmp_path)
     (tmp_path / "ILSVRC2012_validation_ground_truth.txt").write_text("490\n361\n171\n")
     with pytest.raises(CftError, match="devkit ILSVRC2012_IDs"):
-        load_benchmark("imagenet-val", tmp_path)
+        load_eval_set("imagenet-val", tmp_path)
 
 
 # ---------------------------------------------------------------- ObjectNet
@@ -203,7 +203,7 @@ def _objectnet(root: Path, devkit_files: bool = True, images_dir: bool = True) -
 @pytest.mark.parametrize("devkit_files", [True, False])
 def test_objectnet_mapping(tmp_path, devkit_files):
     root = _objectnet(tmp_path / "objectnet-1.0", devkit_files)
-    (bench,) = load_benchmark("objectnet", tmp_path)
+    (bench,) = load_eval_set("objectnet", tmp_path)
     assert _check(bench, root / "images") == [(409, 530), (409, 530), (954,)]  # air_freshener skipped
     assert bench.allowed == (409, 530, 954) and bench.num_classes == 1000
     assert bench.info["num_mapped_classes"] == 2 and bench.info["num_skipped_folders"] == 1
@@ -213,17 +213,17 @@ def test_objectnet_mapping(tmp_path, devkit_files):
 
 def test_objectnet_without_images_folder_and_errors(tmp_path):
     root = _objectnet(tmp_path, images_dir=False)
-    (bench,) = load_benchmark("objectnet", root)
+    (bench,) = load_eval_set("objectnet", root)
     assert _check(bench, root) == [(409, 530), (409, 530), (954,)]
     _tree(root, {"unicorn": 1})
     with pytest.raises(CftError, match="unicorn.*folder_to_objectnet_label.json"):
-        load_benchmark("objectnet", root)
+        load_eval_set("objectnet", root)
     (root / "mappings" / "objectnet_to_imagenet_1k.json").write_text(json.dumps({"Banana": "bananas"}))
     with pytest.raises(CftError, match="'Banana' -> 'bananas' matches no ImageNet-1k label"):
-        load_benchmark("objectnet", root)
+        load_eval_set("objectnet", root)
     (root / "mappings" / "folder_to_objectnet_label.json").unlink()
     with pytest.raises(CftError, match="folder_to_objectnet_label.json is missing"):
-        load_benchmark("objectnet", root)
+        load_eval_set("objectnet", root)
 
 
 # ---------------------------------------------------------------- SI-Score
@@ -231,26 +231,26 @@ def test_objectnet_without_images_folder_and_errors(tmp_path):
 
 def test_si_score_published_names(tmp_path):
     root = _tree(tmp_path / "location20_area02_min0pc", {"taxi": 1, "koala": 2}, ".jpg")
-    (bench,) = load_benchmark("si-location", tmp_path)
+    (bench,) = load_eval_set("si-location", tmp_path)
     assert bench.name == "si-location" and _check(bench, root) == [(105,), (105,), (468,)]
     assert bench.allowed is None and bench.info["class_names"] == "built-in"
-    (bench,) = load_benchmark("si-rotation", root)  # ROOT is the variant folder itself
+    (bench,) = load_eval_set("si-rotation", root)  # ROOT is the variant folder itself
     assert _check(bench) == [(105,), (105,), (468,)]
     _tree(root, {"dragon": 1})
     with pytest.raises(CftError, match="dragon"):
-        load_benchmark("si-location", root)
+        load_eval_set("si-location", root)
 
 
 def test_si_score_foreground_classes_csv(tmp_path):
     root = _tree(tmp_path / "object_size", {"my thing": 1, "koala": 1, TENCH: 1}, ".jpg")
     (root / "foreground_classes.csv").write_text("int,label\n5,my thing\n105,koala\n")
     (root / "metadata.csv").write_text("image_id,area\n0,0.1\n")
-    (bench,) = load_benchmark("si-size", tmp_path)
+    (bench,) = load_eval_set("si-size", tmp_path)
     assert _check(bench, root) == [(105,), (5,), (0,)]
     assert bench.info["class_names"].endswith("foreground_classes.csv") and "metadata" in bench.info
     (root / "foreground_classes.csv").write_text("label\nkoala\n")
     with pytest.raises(CftError, match="foreground_classes.csv has no column 'int'"):
-        load_benchmark("si-size", tmp_path)
+        load_eval_set("si-size", tmp_path)
 
 
 # ---------------------------------------------------------------- ImageNet-Segmentation (.mat, HDF5 v7.3)
@@ -261,9 +261,9 @@ def test_imagenet_seg_roundtrip(tmp_path):
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((5, 7), (6, 4))]
     masks = [rng.random(im.shape[:2]) > 0.5 for im in images]
     path = write_mat(tmp_path / "gtsegs_ijcv.mat", images, masks)
-    (bench,) = load_benchmark("imagenet-seg", tmp_path)
+    (bench,) = load_eval_set("imagenet-seg", tmp_path)
     assert [(s.path, s.index, s.targets) for s in bench.samples] == [(path, 0, ()), (path, 1, ())]
-    assert bench.info["num_samples"] == 2 and load_benchmark("imagenet-seg", path)[0].samples == bench.samples
+    assert bench.info["num_samples"] == 2 and load_eval_set("imagenet-seg", path)[0].samples == bench.samples
     for sample, image, mask in zip(bench.samples, images, masks):
         got_image, got_mask = read_seg_item(sample.path, sample.index)
         assert got_image.dtype == np.uint8 and np.array_equal(got_image, image)
@@ -274,16 +274,16 @@ def test_imagenet_seg_roundtrip(tmp_path):
 
 def test_imagenet_seg_bad_files(tmp_path):
     with pytest.raises(CftError, match=r"gtsegs_ijcv.mat does not exist"):
-        load_benchmark("imagenet-seg", tmp_path)
+        load_eval_set("imagenet-seg", tmp_path)
     wrong = tmp_path / "wrong.mat"
     with h5py.File(wrong, "w") as f:
         f.create_dataset("value/img", data=np.zeros((2, 1)))
     with pytest.raises(CftError, match=r"wrong.mat has no dataset 'value/img' of object references"):
-        load_benchmark("imagenet-seg", wrong)
+        load_eval_set("imagenet-seg", wrong)
     text = tmp_path / "text.mat"
     text.write_text("MATLAB 5.0 MAT-file")
     with pytest.raises(CftError, match=r"cannot read .*text.mat as a MATLAB v7.3"):
-        load_benchmark("imagenet-seg", text)
+        load_eval_set("imagenet-seg", text)
 
 
 # ---------------------------------------------------------------- Waterbirds
@@ -313,7 +313,7 @@ def _waterbirds(root: Path, rows=WB_ROWS, header=("img_id", "img_filename", "y",
 
 def test_waterbirds_splits_and_groups(tmp_path):
     root = _waterbirds(tmp_path / "waterbird_complete95_forest2water2")
-    (test,) = load_benchmark("waterbirds", tmp_path)
+    (test,) = load_eval_set("waterbirds", tmp_path)
     assert test.name == "waterbirds" and test.num_classes == 2 and test.allowed is None
     assert [(s.path.relative_to(root).as_posix(), s.targets, s.group) for s in test.samples] == [
         ("001.Albatross/a4.jpg", (1,), 2),
@@ -322,7 +322,7 @@ def test_waterbirds_splits_and_groups(tmp_path):
     ]
     assert test.info["train_group_sizes"] == {"0": 1, "1": 0, "2": 1, "3": 2} and test.info["split"] == "test"
     _check(test, root)
-    (val,) = load_benchmark("waterbirds:val", root)
+    (val,) = load_eval_set("waterbirds:val", root)
     assert val.name == "waterbirds:val" and [(s.targets, s.group) for s in val.samples] == [((0,), 1)]
     assert group_sizes(root) == {0: 1, 1: 0, 2: 1, 3: 2} and group_sizes(tmp_path, split=2) == {0: 1, 1: 1, 2: 1, 3: 0}
 
@@ -330,13 +330,13 @@ def test_waterbirds_splits_and_groups(tmp_path):
 def test_waterbirds_bad_metadata(tmp_path):
     root = _waterbirds(tmp_path, header=("img_id", "img_filename", "y", "split"))
     with pytest.raises(CftError, match=r"metadata.csv has no column\(s\) place"):
-        load_benchmark("waterbirds", root)
+        load_eval_set("waterbirds", root)
     root = _waterbirds(tmp_path / "b", rows=[("x.jpg", 2, 2, 0)])
     with pytest.raises(CftError, match=r"metadata.csv line 2: y = '2', expected one of \[0, 1\]"):
         group_sizes(root)
     root = _waterbirds(tmp_path / "c")
     (root / "002.Sparrow" / "s3.jpg").unlink()
     with pytest.raises(CftError, match="1 image.* missing: .*s3.jpg"):
-        load_benchmark("waterbirds", root)
+        load_eval_set("waterbirds", root)
     with pytest.raises(CftError, match="metadata.csv does not exist"):
-        load_benchmark("waterbirds", tmp_path / "c" / "001.Albatross")
+        load_eval_set("waterbirds", tmp_path / "c" / "001.Albatross")

@@ -15,10 +15,10 @@ from torchvision import transforms as T
 
 from cft.cli import main
 from cft.data.classes import imagenet_wnids
-from cft.data.evalsets import load_benchmark
+from cft.data.evalsets import load_eval_set
 from cft.data.evalsets.class_lists import IMAGENET_A_WNIDS
 from cft.errors import CftError
-from cft.evaluate.checkpoints import parse_bench_args
+from cft.evaluate.checkpoints import parse_eval_set_args
 from cft.evaluate.scoring import EvalOptions, aggregate, predict_topk, score
 
 OPTS = EvalOptions(batch_size=3, workers=0, device="cpu", progress=False)
@@ -56,7 +56,7 @@ def test_imagenet_v2_known_predictions(tmp_path):
     for k, p in enumerate([5, 6, 50]):
         write(tmp_path / "5" / f"{k}.png", p)
     write(tmp_path / "999" / "0.png", 999)
-    (bench,) = load_benchmark("imagenet-v2", tmp_path)
+    (bench,) = load_eval_set("imagenet-v2", tmp_path)
     top = predict_topk(ColourModel(), bench, OPTS, TO_TENSOR)
     assert top[:, 0].tolist() == [5, 6, 50, 999]
     result = score(bench, top, seen={5})
@@ -75,7 +75,7 @@ def test_imagenet_a_two_protocols(tmp_path):
     wnid = imagenet_wnids()[target]
     write(tmp_path / wnid / "a.png", target)
     write(tmp_path / wnid / "b.png", outside)
-    plain, full = load_benchmark("imagenet-a", tmp_path)
+    plain, full = load_eval_set("imagenet-a", tmp_path)
     assert (plain.name, full.name) == ("imagenet-a", "imagenet-a:1000")
     assert score(plain, predict_topk(ColourModel(), plain, OPTS, TO_TENSOR))["top1"] == 1.0
     assert score(full, predict_topk(ColourModel(), full, OPTS, TO_TENSOR))["top1"] == 0.5
@@ -92,7 +92,7 @@ def test_objectnet_any_mapped_class_counts(tmp_path):
     for k, p in enumerate([409, 530, 806]):  # both clocks count; the sock image is predicted as a clock
         write(tmp_path / "images" / "alarm_clock" / f"{k}.png", p)
     write(tmp_path / "images" / "sock" / "0.png", 409)
-    (bench,) = load_benchmark("objectnet", tmp_path)
+    (bench,) = load_eval_set("objectnet", tmp_path)
     assert bench.info["crop_border"] == 2
     result = score(bench, predict_topk(ColourModel(), bench, OPTS, TO_TENSOR))
     assert result["top1"] == 0.5  # clock 409 right, clock 530 right, 806 (a sock) wrong for a clock, sock wrong
@@ -106,7 +106,7 @@ def test_waterbirds_groups(tmp_path):
         for i, (name, y, split, place, pred) in enumerate(rows):
             f.write(f"{i},{name},{y},{split},{place},x.jpg\n")
             write(tmp_path / name, pred)
-    (bench,) = load_benchmark("waterbirds", tmp_path)
+    (bench,) = load_eval_set("waterbirds", tmp_path)
     from cft.data.evalsets import group_sizes
 
     result = score(bench, predict_topk(ColourModel(2), bench, OPTS, TO_TENSOR), None, group_sizes(tmp_path))
@@ -171,7 +171,7 @@ def test_cli_matches_a_plain_timm_loop_and_aggregates_checkpoints(tmp_path, v2_t
         expected.append(plain_timm_top(model, v2_tree))
     (tmp_path / "split.json").write_text(json.dumps({"seen_classes": [3, 7], "unseen_classes": [640]}))
     out = tmp_path / "out" / "results.json"
-    args = _tiny_args(tmp_path, *checkpoints, "--bench", f"imagenet-v2={v2_tree}", "--out", str(out))
+    args = _tiny_args(tmp_path, *checkpoints, "--eval-set", f"imagenet-v2={v2_tree}", "--out", str(out))
     assert main([*args, "--split", str(tmp_path / "split.json")]) == 0
     results = json.loads(out.read_text())
     runs = [results["runs"][str(tmp_path / f"seed{s}.safetensors")]["imagenet-v2"] for s in (0, 1)]
@@ -188,27 +188,29 @@ def test_cli_matches_a_plain_timm_loop_and_aggregates_checkpoints(tmp_path, v2_t
 
 
 def test_cli_bad_input(tmp_path, capsys, v2_tree):
-    assert main(_tiny_args(tmp_path, "--bench", f"imagenet-a={tmp_path / 'nowhere'}")) == 2
+    assert main(_tiny_args(tmp_path, "--eval-set", f"imagenet-a={tmp_path / 'nowhere'}")) == 2
     err = capsys.readouterr().err
     assert "imagenet-a" in err and "does not exist" in err
-    assert main(_tiny_args(tmp_path, "--bench", "imagenet-v2")) == 2
+    assert main(_tiny_args(tmp_path, "--eval-set", "imagenet-v2")) == 2
     assert "NAME=PATH" in capsys.readouterr().err
-    assert main(_tiny_args(tmp_path, "--bench", f"imagenet-q={v2_tree}")) == 2
+    assert main(_tiny_args(tmp_path, "--bench", "imagenet-v2")) == 2  # the flag's old name is read the same
+    assert "--eval-set 'imagenet-v2' must look like NAME=PATH" in capsys.readouterr().err
+    assert main(_tiny_args(tmp_path, "--eval-set", f"imagenet-q={v2_tree}")) == 2
     assert "imagenet-q" in capsys.readouterr().err
-    assert main(_tiny_args(tmp_path, "--bench", f"imagenet-v2={v2_tree}", "--mean", "0.5,x")) == 2
+    assert main(_tiny_args(tmp_path, "--eval-set", f"imagenet-v2={v2_tree}", "--mean", "0.5,x")) == 2
     assert "--mean" in capsys.readouterr().err
     with pytest.raises(CftError, match="twice"):
-        parse_bench_args(["imagenet-v2=a", "imagenet-v2=b"])
+        parse_eval_set_args(["imagenet-v2=a", "imagenet-v2=b"])
 
 
 def test_waterbirds_needs_a_two_class_model(tmp_path, capsys):
     (tmp_path / "wb").mkdir()
     (tmp_path / "wb" / "metadata.csv").write_text("img_id,img_filename,y,split,place,place_filename\n0,a.png,1,2,0,x\n")
     write(tmp_path / "wb" / "a.png", 1)
-    assert main(_tiny_args(tmp_path, "--bench", f"waterbirds={tmp_path / 'wb'}")) == 2
+    assert main(_tiny_args(tmp_path, "--eval-set", f"waterbirds={tmp_path / 'wb'}")) == 2
     assert "num_classes=2" in capsys.readouterr().err
     out = tmp_path / "r.json"
-    args = _tiny_args(tmp_path, "--bench", f"waterbirds={tmp_path / 'wb'}", "--model-arg", "num_classes=2")
+    args = _tiny_args(tmp_path, "--eval-set", f"waterbirds={tmp_path / 'wb'}", "--model-arg", "num_classes=2")
     assert main([*args, "--out", str(out)]) == 0
     assert "worst_group" in json.loads(out.read_text())["benchmarks"]["waterbirds"]
 
@@ -223,7 +225,7 @@ def test_imagenet_seg_scores_relevance(tmp_path):
         m[10:30, 12:36] = True
     write_mat(tmp_path / "gtsegs_ijcv.mat", images, masks)
     out = tmp_path / "seg.json"
-    assert main(_tiny_args(tmp_path, "--bench", f"imagenet-seg={tmp_path}", "--out", str(out))) == 0
+    assert main(_tiny_args(tmp_path, "--eval-set", f"imagenet-seg={tmp_path}", "--out", str(out))) == 0
     seg = json.loads(out.read_text())["benchmarks"]["imagenet-seg"]
     assert seg["n"] == 3 and 0.0 <= seg["pixel_accuracy"] <= 1.0 and 0.0 <= seg["miou"] <= 1.0
 
@@ -237,17 +239,17 @@ def test_any_group_labelled_dataset(tmp_path):
         for name, y, split, group, pred in rows:
             f.write(f"{name},{y},{split},{group}\n")
             write(tmp_path / name, pred)
-    (bench,) = load_benchmark("grouped", tmp_path)
+    (bench,) = load_eval_set("grouped", tmp_path)
     assert bench.num_classes == 3 and bench.info["train_group_sizes"] == {"3": 1, "5": 0, "7": 2}
     result = score(bench, predict_topk(ColourModel(3), bench, OPTS, TO_TENSOR), None, {3: 1, 5: 0, 7: 2})
     # groups: 3 right (1/1), 5 right (1/1), 7 half (1/2); weighted by training sizes 1, 0, 2
     assert result["per_group"] == {"3": 1.0, "5": 1.0, "7": 0.5} and result["worst_group"] == 0.5
     assert result["group_weighted_average"] == pytest.approx((1 * 1.0 + 2 * 0.5) / 3)
-    (val,) = load_benchmark("grouped:val", tmp_path)
+    (val,) = load_eval_set("grouped:val", tmp_path)
     assert [s.targets for s in val.samples] == [(1,)]
     (tmp_path / "metadata.csv").write_text("img_filename,y,split,group\nx/0.png,1,2,-1\n")
     with pytest.raises(CftError, match="group = '-1', expected an integer >= 0"):
-        load_benchmark("grouped", tmp_path)
+        load_eval_set("grouped", tmp_path)
 
 
 @pytest.mark.slow
@@ -269,7 +271,7 @@ def test_torchrun_evaluation_equals_one_process(tmp_path, v2_tree):
     with torch.no_grad():
         model.head.bias[[3, 7, 640]] += 2.0  # predictions spread over the tree's classes
     save_checkpoint(model, tmp_path / "w.safetensors")
-    args = _tiny_args(tmp_path, "--bench", f"imagenet-v2={v2_tree}", "--checkpoint", str(tmp_path / "w.safetensors"))
+    args = _tiny_args(tmp_path, "--eval-set", f"imagenet-v2={v2_tree}", "--checkpoint", str(tmp_path / "w.safetensors"))
     assert main([*args, "--out", str(tmp_path / "one.json")]) == 0
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
     cmd = [*launch, "--master_port", str(port), "-m", "cft.cli", *args, "--out", str(tmp_path / "two.json")]

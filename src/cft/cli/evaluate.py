@@ -10,7 +10,7 @@ from cft.errors import CftError
 
 def add_parser(subcommands: argparse._SubParsersAction) -> None:
     """Register `cft evaluate`."""
-    from cft.data.evalsets import benchmark_names
+    from cft.data.evalsets import eval_set_names
     from cft.relevance import METHODS
 
     p = subcommands.add_parser(
@@ -27,11 +27,13 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", action="store_true", help="start from the hub's pretrained weights")
     p.add_argument("--checkpoint", action="append", default=[], metavar="FILE", help="weights; repeat for seeds")
     p.add_argument(
-        "--bench",
+        "--eval-set",
+        "--bench",  # its name before 0.2
+        dest="eval_set",
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help=f"repeatable; NAME: {', '.join(benchmark_names())}",
+        help=f"repeatable; NAME: {', '.join(eval_set_names())}",
     )
     p.add_argument("--out", default="results.json", metavar="FILE", help="results JSON (default results.json)")
     p.add_argument("--split", metavar="FILE", help="a run's split.json: top-1 on seen vs unseen classes")
@@ -69,7 +71,7 @@ def _floats(value: str | None, flag: str) -> tuple[float, ...] | None:
 def run_evaluate_command(args: argparse.Namespace) -> int:
     """Evaluate the checkpoints on the benchmarks; rank 0 prints where the results went."""
     from cft.distributed import Distributed
-    from cft.evaluate.checkpoints import EvalSpec, evaluate_checkpoints, parse_bench_args
+    from cft.evaluate.checkpoints import EvalSpec, evaluate_checkpoints, parse_eval_set_args
     from cft.evaluate.scoring import EvalOptions
 
     if args.batch_size < 1 or args.workers < 0:
@@ -87,7 +89,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     )
     spec = EvalSpec(
         model=args.model,
-        benches=parse_bench_args(args.bench),
+        eval_sets=parse_eval_set_args(args.eval_set),
         checkpoints=list(args.checkpoint),
         pretrained=args.pretrained,
         model_kwargs=parse_model_args(args.model_arg),

@@ -30,7 +30,7 @@ from cft.io import check_output_file, write_bytes_atomic, write_json_atomic
 @dataclass
 class EvalSpec:
     model: str
-    benches: dict[str, str]  # name -> root, as given to --bench NAME=PATH
+    eval_sets: dict[str, str]  # name -> root, as given to --eval-set NAME=PATH
     checkpoints: list[str] = field(default_factory=list)  # none: the model as created (pretrained or random)
     pretrained: bool = False
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -38,21 +38,21 @@ class EvalSpec:
     options: EvalOptions = field(default_factory=EvalOptions)
 
 
-def parse_bench_args(items: Sequence[str]) -> dict[str, str]:
+def parse_eval_set_args(items: Sequence[str]) -> dict[str, str]:
     """["imagenet-a=/data/imagenet-a", ...] to {name: path}; a name given twice is an error."""
-    from cft.data.evalsets import benchmark_names
+    from cft.data.evalsets import eval_set_names
 
     out: dict[str, str] = {}
     for item in items:
         name, sep, path = item.partition("=")
         name = name.strip()
         if not sep or not name or not path.strip():
-            raise CftError(f"--bench {item!r} must look like NAME=PATH (names: {', '.join(benchmark_names())})")
+            raise CftError(f"--eval-set {item!r} must look like NAME=PATH (names: {', '.join(eval_set_names())})")
         if name in out:
-            raise CftError(f"--bench {name} given twice")
+            raise CftError(f"--eval-set {name} given twice")
         out[name] = path.strip()
     if not out:
-        raise CftError(f"give at least one --bench NAME=PATH (names: {', '.join(benchmark_names())})")
+        raise CftError(f"give at least one --eval-set NAME=PATH (names: {', '.join(eval_set_names())})")
     return out
 
 
@@ -91,41 +91,41 @@ def _run_label(checkpoint: str | None, spec: EvalSpec) -> str:
 def evaluate_checkpoints(spec: EvalSpec, out: str | Path, log=print) -> dict[str, Any]:
     """Evaluate every checkpoint on every benchmark; write OUT (JSON), OUT's .md and _per_class.csv siblings."""
     from cft.data.classes import imagenet_class_names
-    from cft.data.evalsets import load_benchmark, read_seg_item
+    from cft.data.evalsets import load_eval_set, read_seg_item
     from cft.models import load_model
 
     out = Path(out)
     first = Distributed.current().rank == 0
     if first:
         check_output_file(out)
-    benches = {name: load_benchmark(name, root) for name, root in spec.benches.items()}  # fail early on layouts
+    eval_sets = {name: load_eval_set(name, root) for name, root in spec.eval_sets.items()}  # fail early on layouts
     seen = read_seen_classes(spec.split) if spec.split else None
     for checkpoint in spec.checkpoints[1:]:  # every checkpoint is read and checked before the first is scored
-        _check_classes(load_model(spec.model, checkpoint=checkpoint, **spec.model_kwargs), benches)
+        _check_classes(load_model(spec.model, checkpoint=checkpoint, **spec.model_kwargs), eval_sets)
     runs: dict[str, dict[str, dict[str, Any]]] = {}
     rows: list[dict[str, Any]] = []
-    infos = {b.name: b.info for bs in benches.values() for b in bs}
+    infos = {b.name: b.info for bs in eval_sets.values() for b in bs}
     for checkpoint in spec.checkpoints or [None]:
         label = _run_label(checkpoint, spec)
         model = load_model(spec.model, pretrained=spec.pretrained, checkpoint=checkpoint, **spec.model_kwargs)
-        _check_classes(model, benches)
+        _check_classes(model, eval_sets)
         if seen is not None:
             check_split_classes(seen, getattr(model, "num_classes", None), spec.split)
         transform = eval_transform(model, spec.options)
         runs[label] = {}
-        for protocols in benches.values():
-            for bench in protocols:
+        for protocols in eval_sets.values():
+            for eval_set in protocols:
                 try:
-                    result = _evaluate_one(model, bench, spec, transform, seen, rows, label, read_seg_item)
+                    result = _evaluate_one(model, eval_set, spec, transform, seen, rows, label, read_seg_item)
                 except NonFiniteOutput as err:
                     scored = f"; the scores finished before it are in {out}" if any(runs.values()) else ""
                     raise CftError(
                         f"{label}: {err}: nothing is scored from non-finite logits (a diverged or overflowed "
                         f"model, or a zero --std){scored}"
                     ) from None
-                runs[label][bench.name] = result
+                runs[label][eval_set.name] = result
                 if first:
-                    log(f"{label}  {bench.name}: " + _brief(result))
+                    log(f"{label}  {eval_set.name}: " + _brief(result))
                     _write_partial(out, runs)
     mean, std = aggregate(runs)
     names = imagenet_class_names()
@@ -156,26 +156,26 @@ def _write_partial(out: Path, runs: Mapping[str, Mapping[str, Any]]) -> None:
     write_json_atomic(out, {"partial": True, "runs": runs})
 
 
-def _evaluate_one(model, bench, spec, transform, seen, rows, label, read_seg_item) -> dict:
-    if bench.name.startswith("imagenet-seg"):
-        return segmentation_scores(model, bench, spec.options, read_seg_item)
-    top = predict_topk(model, bench, spec.options, transform)
-    sizes = bench.info.get("train_group_sizes")
-    result = score(bench, top, seen, {int(g): n for g, n in sizes.items()} if sizes else None)
-    for row in per_class_rows(bench, top, None):
-        rows.append({"run": label, **row, "_imagenet": bench.num_classes == 1000})
+def _evaluate_one(model, eval_set, spec, transform, seen, rows, label, read_seg_item) -> dict:
+    if eval_set.name.startswith("imagenet-seg"):
+        return segmentation_scores(model, eval_set, spec.options, read_seg_item)
+    top = predict_topk(model, eval_set, spec.options, transform)
+    sizes = eval_set.info.get("train_group_sizes")
+    result = score(eval_set, top, seen, {int(g): n for g, n in sizes.items()} if sizes else None)
+    for row in per_class_rows(eval_set, top, None):
+        rows.append({"run": label, **row, "_imagenet": eval_set.num_classes == 1000})
     return result
 
 
-def _check_classes(model, benches: Mapping[str, Any]) -> None:
+def _check_classes(model, eval_sets: Mapping[str, Any]) -> None:
     classes = getattr(model, "num_classes", None)
-    for protocols in benches.values():
-        for bench in protocols:
-            if classes is not None and bench.num_classes and classes != bench.num_classes and bench.samples:
-                if bench.samples[0].targets:
+    for protocols in eval_sets.values():
+        for eval_set in protocols:
+            if classes is not None and eval_set.num_classes and classes != eval_set.num_classes and eval_set.samples:
+                if eval_set.samples[0].targets:
                     raise CftError(
-                        f"{bench.name} labels {bench.num_classes} classes but the model has {classes} outputs "
-                        f"(pass --model-arg num_classes={bench.num_classes} with a checkpoint trained for them)"
+                        f"{eval_set.name} labels {eval_set.num_classes} classes but the model has {classes} outputs "
+                        f"(pass --model-arg num_classes={eval_set.num_classes} with a checkpoint trained for them)"
                     )
 
 

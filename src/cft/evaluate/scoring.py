@@ -2,7 +2,7 @@
 relevance scores of ImageNet-Segmentation, and the mean ± std tables over runs.
 
 Per benchmark (and protocol): batched inference under `torch.inference_mode`, channels-last and bf16 autocast on
-GPUs that have them; logits restricted to `Benchmark.allowed` when the protocol says so (ImageNet-A/R 200-class,
+GPUs that have them; logits restricted to `EvalSet.allowed` when the protocol says so (ImageNet-A/R 200-class,
 ObjectNet); a prediction is correct when it is one of the sample's `targets` (ObjectNet classes map to several
 ImageNet classes). Waterbirds adds group accuracies; ImageNet-Segmentation scores the relevance maps instead.
 """
@@ -23,7 +23,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cft.data.evalsets.common import Benchmark
+from cft.data.evalsets.common import EvalSet
 from cft.data.images import load_image
 from cft.errors import CftError
 from cft.evaluate.metrics import group_accuracies, mean_std, relevance_alignment
@@ -84,21 +84,21 @@ def _autocast(device: torch.device, opts: EvalOptions):
     return autocast(device, "auto" if opts.bf16 is None else "bf16" if opts.bf16 else "none")
 
 
-def predict_topk(model: nn.Module, bench: Benchmark, opts: EvalOptions, transform=None, k: int = TOPK) -> np.ndarray:
-    """(N, k) class indices of the k best logits per sample (within `bench.allowed` when set), in sample order.
+def predict_topk(model: nn.Module, eval_set: EvalSet, opts: EvalOptions, transform=None, k: int = TOPK) -> np.ndarray:
+    """(N, k) class indices of the k best logits per sample (within `eval_set.allowed` when set), in sample order.
     Under torchrun each rank predicts every WORLD_SIZE-th sample and every rank gets the whole array back."""
     from cft.distributed import Distributed
 
     dist = Distributed.current()
-    mine = list(range(dist.rank, len(bench.samples), dist.world_size))
-    local, nonfinite = _predict(model, bench, mine, opts, transform, k)
-    out = np.zeros((len(bench.samples), k), dtype=np.int64)
+    mine = list(range(dist.rank, len(eval_set.samples), dist.world_size))
+    local, nonfinite = _predict(model, eval_set, mine, opts, transform, k)
+    out = np.zeros((len(eval_set.samples), k), dtype=np.int64)
     bad = 0
     for indices, rows, count in dist.gather((mine, local, nonfinite)):
         out[indices] = rows
         bad += count
     if bad:  # every rank raises alike: the counts were gathered
-        raise NonFiniteOutput(bad, len(bench.samples), bench.name)
+        raise NonFiniteOutput(bad, len(eval_set.samples), eval_set.name)
     return out
 
 
@@ -112,20 +112,20 @@ class NonFiniteOutput(CftError):
 
 
 def _predict(
-    model: nn.Module, bench: Benchmark, mine: list[int], opts: EvalOptions, transform, k: int
+    model: nn.Module, eval_set: EvalSet, mine: list[int], opts: EvalOptions, transform, k: int
 ) -> tuple[np.ndarray, int]:
     device = opts.resolved_device()
     channels_last = opts.channels_last if opts.channels_last is not None else device.type == "cuda"
     model = model.to(device).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    allowed = None if bench.allowed is None else torch.tensor(bench.allowed, device=device)
-    border = int(bench.info.get("crop_border", 0)) if isinstance(bench.info, Mapping) else 0
-    data = _Images([bench.samples[i].path for i in mine], transform or eval_transform(model, opts), border)
+    allowed = None if eval_set.allowed is None else torch.tensor(eval_set.allowed, device=device)
+    border = int(eval_set.info.get("crop_border", 0)) if isinstance(eval_set.info, Mapping) else 0
+    data = _Images([eval_set.samples[i].path for i in mine], transform or eval_transform(model, opts), border)
     loader = DataLoader(data, batch_size=opts.batch_size, num_workers=opts.workers, pin_memory=device.type == "cuda")
     out = np.zeros((len(data), k), dtype=np.int64)
     nonfinite = 0
-    bar = _bar(len(data), bench.name, opts.progress)
+    bar = _bar(len(data), eval_set.name, opts.progress)
     with torch.inference_mode(), _autocast(device, opts):
         for images, index in loader:
             images = images.to(device, non_blocking=True)
@@ -152,31 +152,31 @@ def _bar(total: int, desc: str, enabled: bool):
     return progress_bar(total, desc, unit="img", enabled=enabled)
 
 
-def correctness(bench: Benchmark, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def correctness(eval_set: EvalSet, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per sample: is the best prediction a target, is any of the top-5 a target."""
-    targets = [set(s.targets) for s in bench.samples]
+    targets = [set(s.targets) for s in eval_set.samples]
     top1 = np.array([int(t[0]) in ts for t, ts in zip(top, targets, strict=True)], bool)
     top5 = np.array([any(int(p) in ts for p in t) for t, ts in zip(top, targets, strict=True)], bool)
     return top1, top5
 
 
 def score(
-    bench: Benchmark,
+    eval_set: EvalSet,
     top: np.ndarray,
     seen: set[int] | None = None,
     train_group_sizes: Mapping[int, int] | None = None,
 ) -> dict[str, Any]:
     """top1, top5, n; seen / unseen top-1 when a class split is given; group accuracies when samples have groups."""
-    if len(bench.samples) == 0:
-        raise CftError(f"benchmark {bench.name} has no images")
-    c1, c5 = correctness(bench, top)
+    if len(eval_set.samples) == 0:
+        raise CftError(f"benchmark {eval_set.name} has no images")
+    c1, c5 = correctness(eval_set, top)
     result: dict[str, Any] = {"top1": float(c1.mean()), "top5": float(c5.mean()), "n": len(c1)}
     if seen is not None:
-        is_seen = np.array([bool(set(s.targets) & seen) for s in bench.samples], bool)
+        is_seen = np.array([bool(set(s.targets) & seen) for s in eval_set.samples], bool)
         for name, sel in (("seen", is_seen), ("unseen", ~is_seen)):
             result[f"top1_{name}"] = float(c1[sel].mean()) if sel.any() else None
             result[f"n_{name}"] = int(sel.sum())
-    groups = [s.group for s in bench.samples]
+    groups = [s.group for s in eval_set.samples]
     if all(g is not None for g in groups):
         g = group_accuracies(c1, np.array(groups), train_group_sizes)
         result.update(
@@ -188,17 +188,17 @@ def score(
     return result
 
 
-def per_class_rows(bench: Benchmark, top: np.ndarray, class_names: Sequence[str] | None) -> list[dict[str, Any]]:
+def per_class_rows(eval_set: EvalSet, top: np.ndarray, class_names: Sequence[str] | None) -> list[dict[str, Any]]:
     """One row per class (the sample's first target): n, top-1, top-5."""
-    c1, c5 = correctness(bench, top)
-    first = np.array([s.targets[0] if s.targets else -1 for s in bench.samples])
+    c1, c5 = correctness(eval_set, top)
+    first = np.array([s.targets[0] if s.targets else -1 for s in eval_set.samples])
     rows = []
     for cls in sorted(set(first.tolist())):
         sel = first == cls
         name = class_names[cls] if class_names is not None and 0 <= cls < len(class_names) else str(cls)
         rows.append(
             {
-                "benchmark": bench.name,
+                "benchmark": eval_set.name,
                 "class": cls,
                 "name": name,
                 "n": int(sel.sum()),
@@ -227,7 +227,7 @@ def mask_transform(config: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarr
     return apply
 
 
-def segmentation_scores(model: nn.Module, bench: Benchmark, opts: EvalOptions, read_item: Callable) -> dict[str, Any]:
+def segmentation_scores(model: nn.Module, eval_set: EvalSet, opts: EvalOptions, read_item: Callable) -> dict[str, Any]:
     """Pixel accuracy, mIoU and mAP of the relevance maps (predicted class) against the ground-truth masks; the
     image and its mask get the same resize and centre crop. Relevance needs gradients: no inference mode here."""
     from cft.data.images import preprocessor
@@ -246,7 +246,7 @@ def segmentation_scores(model: nn.Module, bench: Benchmark, opts: EvalOptions, r
         maps.extend(upsample(r, prep.input_size).detach().float().cpu().numpy())
         images.clear()
 
-    for sample in bench.samples:
+    for sample in eval_set.samples:
         image, gt = read_item(sample.path, sample.index)
         images.append(prep(Image.fromarray(image))[0])
         masks.append(geometry(gt))
@@ -263,7 +263,7 @@ def aggregate(runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> tuple[dict
 
 
 def markdown_table(mean: Mapping[str, Mapping[str, float]], std: Mapping[str, Mapping[str, float]], runs: int) -> str:
-    """Benchmarks as rows: top-1 and top-5 in percent (mean ± std over runs), n; other metrics after."""
+    """EvalSets as rows: top-1 and top-5 in percent (mean ± std over runs), n; other metrics after."""
     lines = [
         f"| benchmark | top-1 (%) | top-5 (%) | n | other |  (mean ± std over {runs} run{'s' * (runs != 1)})",
         "|---|---|---|---|---|",

@@ -1,4 +1,4 @@
-"""Evaluation-set readers (a registry, EVAL_SETS) in the datasets' published layouts: `load_benchmark(name, root)`.
+"""Evaluation-set readers (a registry, EVAL_SETS) in the datasets' published layouts: `load_eval_set(name, root)`.
 
 Every reader labels from the dataset's own class identifiers (wnid, class index, mapping files), never from
 the order of the folders present, and sorts samples by path relative to ROOT. Layouts accepted:
@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from cft.data.evalsets.common import Benchmark, Sample
+from cft.data.evalsets.common import EvalSet, Sample
 from cft.data.evalsets.imagenet import (
     load_imagenet_a,
     load_imagenet_r,
@@ -45,28 +45,28 @@ from cft.registry import Registry
 __all__ = [
     "EVAL_SETS",
     "GROUP_NAMES",
-    "Benchmark",
+    "EvalSet",
     "Sample",
-    "benchmark_names",
+    "eval_set_names",
     "group_sizes",
-    "load_benchmark",
+    "load_eval_set",
     "read_seg_item",
     "register_eval_set",
     "split_names",
 ]
 
-Reader = Callable[[Path], list[Benchmark]]
+Reader = Callable[[Path], list[EvalSet]]
 EVAL_SETS: Registry[Reader] = Registry("evaluation set")  # name -> reader of ROOT (see register_eval_set)
 
 
 def register_eval_set(name: str, reader: Reader, description: str | None = None) -> None:
-    """Add an evaluation set: `reader(root)` returns its protocols as Benchmarks (`cft evaluate --bench NAME=ROOT`);
+    """Add an evaluation set: `reader(root)` returns its protocols as EvalSets (`cft evaluate --eval-set NAME=ROOT`);
     description: one line for `cft ls eval-sets` (None: the reader's docstring). A name with a colon
     ("waterbirds:val") is another split of a benchmark: listed apart from the benchmarks."""
     EVAL_SETS.add(name, reader, description)
 
 
-def benchmark_names() -> tuple[str, ...]:
+def eval_set_names() -> tuple[str, ...]:
     """The registered evaluation sets, other splits ("waterbirds:val") left out."""
     return tuple(name for name in EVAL_SETS if ":" not in name)
 
@@ -103,10 +103,10 @@ for _name, _reader, _description in (
     register_eval_set(_name, _reader, _description)
 
 
-def load_benchmark(name: str, root: str | Path) -> list[Benchmark]:
+def load_eval_set(name: str, root: str | Path) -> list[EvalSet]:
     """The protocols of benchmark `name` read from `root`: two for imagenet-a / imagenet-r, else one."""
     key = name.strip().lower() if isinstance(name, str) else name
     if key not in EVAL_SETS:
         extra = f" (or {', '.join(split_names())})" if split_names() else ""
-        raise CftError(f"unknown benchmark {name!r}; choose one of: {', '.join(benchmark_names())}{extra}")
+        raise CftError(f"unknown benchmark {name!r}; choose one of: {', '.join(eval_set_names())}{extra}")
     return EVAL_SETS[key](Path(root).expanduser())

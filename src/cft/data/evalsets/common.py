@@ -1,4 +1,4 @@
-"""What every evaluation-set reader shares: the Sample / Benchmark records and the checks of a layout."""
+"""What every evaluation-set reader shares: the Sample / EvalSet records and the checks of a layout."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class Sample:
 
 
 @dataclass(frozen=True)
-class Benchmark:
+class EvalSet:
     """A benchmark under one protocol: its samples and the logits the protocol looks at."""
 
     name: str  # e.g. "imagenet-a" (200-class protocol) or "imagenet-a:1000"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cft.data.classes import imagenet_wnids, wnid_to_index
 from cft.data.evalsets.class_lists import IMAGENET_A_WNIDS, IMAGENET_R_WNIDS
-from cft.data.evalsets.common import Benchmark, Sample, class_folder_samples, require_dir, sort_samples, unwrap
+from cft.data.evalsets.common import EvalSet, Sample, class_folder_samples, require_dir, sort_samples, unwrap
 from cft.data.walk import flat_images, subfolders
 from cft.errors import CftError
 
@@ -42,7 +42,7 @@ def _info(root: Path, protocol: str, samples: list[Sample], counts: dict[str, in
     return info
 
 
-def load_imagenet_val(root: Path) -> list[Benchmark]:
+def load_imagenet_val(root: Path) -> list[EvalSet]:
     """ImageNet-1k validation: class folders, or flat images with a labels file (see VAL_LAYOUT)."""
     root = require_dir("imagenet-val", root, VAL_LAYOUT)
     protocol = "1000-way top-k over all ImageNet-1k logits"
@@ -50,10 +50,10 @@ def load_imagenet_val(root: Path) -> list[Benchmark]:
     if not flat and subfolders(root):
         samples, counts = class_folder_samples("imagenet-val", root, _wnid_labels(), VAL_LAYOUT, "ImageNet-1k wnids")
         info = {**_info(root, protocol, samples, counts), "layout": "class folders"}
-        return [Benchmark("imagenet-val", samples, None, 1000, info)]
+        return [EvalSet("imagenet-val", samples, None, 1000, info)]
     samples, source = _flat_val(root)
     info = {**_info(root, protocol, samples), "layout": f"flat images + {source}"}
-    return [Benchmark("imagenet-val", samples, None, 1000, info)]
+    return [EvalSet("imagenet-val", samples, None, 1000, info)]
 
 
 def _flat_val(root: Path) -> tuple[list[Sample], str]:
@@ -128,16 +128,16 @@ def _text_samples(txt: Path, root: Path) -> list[Sample]:
     return [Sample(p, (_label(t[0], f"imagenet-val: {txt} line {i}"),)) for i, (p, t) in pairs]
 
 
-def load_imagenet_v2(root: Path) -> list[Benchmark]:
+def load_imagenet_v2(root: Path) -> list[EvalSet]:
     """ImageNet-V2: ROOT/<class index>/<images> (also ROOT/imagenetv2-<variant>-format-val/...)."""
     root = unwrap(require_dir("imagenet-v2", root, V2_LAYOUT), _V2_FOLDERS)
     labels = {str(i): (i,) for i in range(1000)}
     samples, counts = class_folder_samples("imagenet-v2", root, labels, V2_LAYOUT, "class indices 0..999")
     info = _info(root, "1000-way top-k over all ImageNet-1k logits", samples, counts)
-    return [Benchmark("imagenet-v2", samples, None, 1000, info)]
+    return [EvalSet("imagenet-v2", samples, None, 1000, info)]
 
 
-def _two_protocols(name: str, root: Path, wnids: tuple[str, ...], title: str) -> list[Benchmark]:
+def _two_protocols(name: str, root: Path, wnids: tuple[str, ...], title: str) -> list[EvalSet]:
     """The 200-class protocol (logits restricted to the published list) and the 1000-way argmax one."""
     root = unwrap(require_dir(name, root, WNID_LAYOUT), (name,))
     samples, counts = class_folder_samples(name, root, _wnid_labels(wnids), WNID_LAYOUT, f"{title} class wnids")
@@ -147,24 +147,24 @@ def _two_protocols(name: str, root: Path, wnids: tuple[str, ...], title: str) ->
     for info in (restricted, full):
         info.update(num_class_folders=len(counts), num_protocol_classes=len(allowed))
     return [
-        Benchmark(name, samples, allowed, 1000, restricted),
-        Benchmark(f"{name}:1000", list(samples), None, 1000, full),
+        EvalSet(name, samples, allowed, 1000, restricted),
+        EvalSet(f"{name}:1000", list(samples), None, 1000, full),
     ]
 
 
-def load_imagenet_a(root: Path) -> list[Benchmark]:
+def load_imagenet_a(root: Path) -> list[EvalSet]:
     """ImageNet-A: ROOT/<wnid>/<images> -> [200-class protocol, 1000-way protocol]."""
     return _two_protocols("imagenet-a", root, IMAGENET_A_WNIDS, "ImageNet-A")
 
 
-def load_imagenet_r(root: Path) -> list[Benchmark]:
+def load_imagenet_r(root: Path) -> list[EvalSet]:
     """ImageNet-R: ROOT/<wnid>/<images> -> [200-class protocol, 1000-way protocol]."""
     return _two_protocols("imagenet-r", root, IMAGENET_R_WNIDS, "ImageNet-R")
 
 
-def load_imagenet_sketch(root: Path) -> list[Benchmark]:
+def load_imagenet_sketch(root: Path) -> list[EvalSet]:
     """ImageNet-Sketch: ROOT/<wnid>/<images> (also ROOT/sketch/<wnid>/..., the archive's own folder)."""
     root = unwrap(require_dir("imagenet-sketch", root, WNID_LAYOUT), ("sketch",))
     samples, counts = class_folder_samples("imagenet-sketch", root, _wnid_labels(), WNID_LAYOUT, "ImageNet-1k wnids")
     info = _info(root, "1000-way top-k over all ImageNet-1k logits", samples, counts)
-    return [Benchmark("imagenet-sketch", samples, None, 1000, info)]
+    return [EvalSet("imagenet-sketch", samples, None, 1000, info)]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cft.data.evalsets.common import Benchmark, class_folder_samples, require_dir, unwrap
+from cft.data.evalsets.common import EvalSet, class_folder_samples, require_dir, unwrap
 from cft.data.walk import subfolders
 from cft.errors import CftError
 
@@ -105,7 +105,7 @@ def _mapped_classes(mappings: Path, labels: set[str]) -> tuple[dict[str, tuple[i
     return mapped, source
 
 
-def load_objectnet(root: Path) -> list[Benchmark]:
+def load_objectnet(root: Path) -> list[EvalSet]:
     """ObjectNet restricted to the classes that map to ImageNet-1k (see the module docstring)."""
     root = unwrap(require_dir("objectnet", root, LAYOUT), ("objectnet-1.0",))
     mappings = root / "mappings"
@@ -133,4 +133,4 @@ def load_objectnet(root: Path) -> list[Benchmark]:
         "border": BORDER_NOTE,
         "crop_border": 2,
     }
-    return [Benchmark("objectnet", samples, allowed, 1000, info)]
+    return [EvalSet("objectnet", samples, allowed, 1000, info)]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cft.data.evalsets.common import Benchmark, Sample
+from cft.data.evalsets.common import EvalSet, Sample
 from cft.errors import CftError
 
 MAT_NAME = "gtsegs_ijcv.mat"
@@ -55,7 +55,7 @@ def mat_path(root: Path) -> Path:
     return path
 
 
-def load_imagenet_seg(root: Path) -> list[Benchmark]:
+def load_imagenet_seg(root: Path) -> list[EvalSet]:
     """One sample per item of the .mat (path = the .mat, index = the item); read items with read_seg_item."""
     path = mat_path(root)
     with _open(path) as handle:
@@ -66,7 +66,7 @@ def load_imagenet_seg(root: Path) -> list[Benchmark]:
         "protocol": "relevance of the predicted class, binarised at its mean: pixel accuracy, mIoU (2 classes), mAP",
         "num_samples": len(samples),
     }
-    return [Benchmark("imagenet-seg", samples, None, 1000, info)]
+    return [EvalSet("imagenet-seg", samples, None, 1000, info)]
 
 
 def _image(array: np.ndarray, path: Path, index: int) -> np.ndarray:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cft.data.classes import wnid_to_index
 from cft.data.evalsets.class_lists import SI_SCORE_CLASSES
-from cft.data.evalsets.common import Benchmark, class_folder_samples, require_dir, unwrap
+from cft.data.evalsets.common import EvalSet, class_folder_samples, require_dir, unwrap
 from cft.errors import CftError
 
 VARIANT_FOLDERS = {
@@ -66,7 +66,7 @@ def _folder_labels(folder: Path) -> tuple[dict[str, tuple[int, ...]], str]:
     return labels, source
 
 
-def load_si_score(name: str, root: Path) -> list[Benchmark]:
+def load_si_score(name: str, root: Path) -> list[EvalSet]:
     """One SI-Score variant ("si-location", "si-rotation" or "si-size"), 1000-way."""
     expected = layout(name)
     folder = unwrap(require_dir(name, root, expected), VARIANT_FOLDERS[name])
@@ -81,4 +81,4 @@ def load_si_score(name: str, root: Path) -> list[Benchmark]:
     }
     if (folder / "metadata.csv").is_file():
         info["metadata"] = str(folder / "metadata.csv")
-    return [Benchmark(name, samples, None, 1000, info)]
+    return [EvalSet(name, samples, None, 1000, info)]

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cft.data.evalsets.common import Benchmark, Sample, require_dir, sort_samples, unwrap
+from cft.data.evalsets.common import EvalSet, Sample, require_dir, sort_samples, unwrap
 from cft.errors import CftError
 
 METADATA = "metadata.csv"
@@ -147,8 +147,8 @@ def load_grouped(root: Path, split: int = 2, name: str | None = None, fmt: Group
         "train_group_sizes": {str(g): train.get(g, 0) for g in groups},
     }
     num_classes = 2 if fmt is WATERBIRDS else max(r.y for r in rows) + 1
-    return [Benchmark(name or fmt.name, sort_samples(samples, root), None, num_classes, info)]
+    return [EvalSet(name or fmt.name, sort_samples(samples, root), None, num_classes, info)]
 
 
-def load_waterbirds(root: Path, split: int = 2, name: str = "waterbirds") -> list[Benchmark]:
+def load_waterbirds(root: Path, split: int = 2, name: str = "waterbirds") -> list[EvalSet]:
     return load_grouped(root, split, name, WATERBIRDS)
