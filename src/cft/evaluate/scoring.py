@@ -263,7 +263,7 @@ def aggregate(runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> tuple[dict
 
 
 def markdown_table(mean: Mapping[str, Mapping[str, float]], std: Mapping[str, Mapping[str, float]], runs: int) -> str:
-    """EvalSets as rows: top-1 and top-5 in percent (mean ± std over runs), n; other metrics after."""
+    """Evaluation sets as rows: top-1 and top-5 in percent (mean ± std over runs), n; other metrics after."""
     lines = [
         f"| benchmark | top-1 (%) | top-5 (%) | n | other |  (mean ± std over {runs} run{'s' * (runs != 1)})",
         "|---|---|---|---|---|",
