@@ -60,9 +60,9 @@ EVAL_SETS: Registry[Reader] = Registry("evaluation set")  # name -> reader of RO
 
 
 def register_eval_set(name: str, reader: Reader, description: str | None = None) -> None:
-    """Add an evaluation set: `reader(root)` returns its protocols as EvalSet objects (`cft evaluate --eval-set NAME=ROOT`);
-    description: one line for `cft ls eval-sets` (None: the reader's docstring). A name with a colon
-    ("waterbirds:val") is another split of a benchmark: listed apart from the benchmarks."""
+    """Add an evaluation set: `reader(root)` returns its protocols as EvalSet objects (`cft evaluate --eval-set
+    NAME=ROOT`); description: one line for `cft ls eval-sets` (None: the reader's docstring). A name with a colon
+    ("waterbirds:val") is another split of an evaluation set: listed apart from the sets."""
     EVAL_SETS.add(name, reader, description)
 
 
