@@ -62,7 +62,7 @@ def test_published_200_class_lists():
 
 
 def test_unknown_name_and_missing_root(tmp_path):
-    with pytest.raises(CftError, match="unknown benchmark 'imagenet-x'.*imagenet-val, imagenet-v2"):
+    with pytest.raises(CftError, match="unknown evaluation set 'imagenet-x'.*imagenet-val, imagenet-v2"):
         load_eval_set("imagenet-x", tmp_path)
     with pytest.raises(CftError, match=r"imagenet-v2: .*does not exist; expected ROOT/<class index 0..999>"):
         load_eval_set("imagenet-v2", tmp_path / "nope")

@@ -89,7 +89,7 @@ def _run_label(checkpoint: str | None, spec: EvalSpec) -> str:
 
 
 def evaluate_checkpoints(spec: EvalSpec, out: str | Path, log=print) -> dict[str, Any]:
-    """Evaluate every checkpoint on every benchmark; write OUT (JSON), OUT's .md and _per_class.csv siblings."""
+    """Evaluate every checkpoint on every evaluation set; write OUT (JSON), OUT's .md and _per_class.csv siblings."""
     from cft.data.classes import imagenet_class_names
     from cft.data.evalsets import load_eval_set, read_seg_item
     from cft.models import load_model
@@ -133,7 +133,7 @@ def evaluate_checkpoints(spec: EvalSpec, out: str | Path, log=print) -> dict[str
         if row["name"] == str(row["class"]) and 0 <= row["class"] < 1000 and row.get("_imagenet"):
             row["name"] = names[row["class"]]
         row.pop("_imagenet", None)
-    results = {
+    results = {  # the keys "benchmarks" and "benchmark_info" stay as results files have always had them
         "benchmarks": mean,
         "std": std,
         "runs": runs,

@@ -1,7 +1,7 @@
 """Scoring one model on one evaluation set: batched top-k prediction (sharded under torchrun), top-1 and top-5, the
 relevance scores of ImageNet-Segmentation, and the mean ± std tables over runs.
 
-Per benchmark (and protocol): batched inference under `torch.inference_mode`, channels-last and bf16 autocast on
+Per evaluation set (and protocol): batched inference under `torch.inference_mode`, channels-last and bf16 autocast on
 GPUs that have them; logits restricted to `EvalSet.allowed` when the protocol says so (ImageNet-A/R 200-class,
 ObjectNet); a prediction is correct when it is one of the sample's `targets` (ObjectNet classes map to several
 ImageNet classes). Waterbirds adds group accuracies; ImageNet-Segmentation scores the relevance maps instead.
@@ -168,7 +168,7 @@ def score(
 ) -> dict[str, Any]:
     """top1, top5, n; seen / unseen top-1 when a class split is given; group accuracies when samples have groups."""
     if len(eval_set.samples) == 0:
-        raise CftError(f"benchmark {eval_set.name} has no images")
+        raise CftError(f"evaluation set {eval_set.name} has no images")
     c1, c5 = correctness(eval_set, top)
     result: dict[str, Any] = {"top1": float(c1.mean()), "top5": float(c5.mean()), "n": len(c1)}
     if seen is not None:
@@ -258,14 +258,14 @@ def segmentation_scores(model: nn.Module, eval_set: EvalSet, opts: EvalOptions, 
 
 
 def aggregate(runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> tuple[dict, dict]:
-    """Mean and standard deviation over runs (checkpoints or seeds) of every number, per benchmark and metric."""
+    """Mean and standard deviation over runs (checkpoints or seeds) of every number, per evaluation set and metric."""
     return mean_std(list(runs.values()))
 
 
 def markdown_table(mean: Mapping[str, Mapping[str, float]], std: Mapping[str, Mapping[str, float]], runs: int) -> str:
     """Evaluation sets as rows: top-1 and top-5 in percent (mean ± std over runs), n; other metrics after."""
     lines = [
-        f"| benchmark | top-1 (%) | top-5 (%) | n | other |  (mean ± std over {runs} run{'s' * (runs != 1)})",
+        f"| evaluation set | top-1 (%) | top-5 (%) | n | other |  (mean ± std over {runs} run{'s' * (runs != 1)})",
         "|---|---|---|---|---|",
     ]
     for b, m in mean.items():

@@ -72,7 +72,7 @@ def eval_set_names() -> tuple[str, ...]:
 
 
 def split_names() -> tuple[str, ...]:
-    """The registered other splits of benchmarks ("waterbirds:val", "grouped:val")."""
+    """The registered other splits of evaluation sets ("waterbirds:val", "grouped:val")."""
     return tuple(name for name in EVAL_SETS if ":" in name)
 
 
@@ -104,9 +104,9 @@ for _name, _reader, _description in (
 
 
 def load_eval_set(name: str, root: str | Path) -> list[EvalSet]:
-    """The protocols of benchmark `name` read from `root`: two for imagenet-a / imagenet-r, else one."""
+    """The protocols of evaluation set `name` read from `root`: two for imagenet-a / imagenet-r, else one."""
     key = name.strip().lower() if isinstance(name, str) else name
     if key not in EVAL_SETS:
         extra = f" (or {', '.join(split_names())})" if split_names() else ""
-        raise CftError(f"unknown benchmark {name!r}; choose one of: {', '.join(eval_set_names())}{extra}")
+        raise CftError(f"unknown evaluation set {name!r}; choose one of: {', '.join(eval_set_names())}{extra}")
     return EVAL_SETS[key](Path(root).expanduser())

@@ -1,4 +1,4 @@
-"""Published class lists the benchmark readers hard-code (never inferred from the folders present)."""
+"""Published class lists the evaluation set readers hard-code (never inferred from the folders present)."""
 
 # ImageNet-A's 200 classes (Hendrycks et al., "Natural Adversarial Examples"; the wnids of its release, in
 # ImageNet-1k index order). Checked against the published `thousand_k_to_200` map of the dataset's eval.py.

@@ -22,7 +22,7 @@ class Sample:
 
 @dataclass(frozen=True)
 class EvalSet:
-    """A benchmark under one protocol: its samples and the logits the protocol looks at."""
+    """A evaluation set under one protocol: its samples and the logits the protocol looks at."""
 
     name: str  # e.g. "imagenet-a" (200-class protocol) or "imagenet-a:1000"
     samples: list[Sample]
@@ -32,7 +32,7 @@ class EvalSet:
 
 
 def require_dir(name: str, root: Path, layout: str) -> Path:
-    """`root` as an existing folder, or a CftError naming the benchmark, the path and the layout it expects."""
+    """`root` as an existing folder, or a CftError naming the evaluation set, the path and the layout it expects."""
     if not root.exists():
         raise CftError(f"{name}: {root} does not exist; expected {layout}")
     if not root.is_dir():

@@ -1,4 +1,4 @@
-"""Readers for the ImageNet-family benchmarks: ImageNet val, ImageNet-V2, ImageNet-A, ImageNet-R, ImageNet-Sketch.
+"""Readers for the ImageNet-family evaluation sets: ImageNet val, ImageNet-V2, ImageNet-A, ImageNet-R, ImageNet-Sketch.
 
 Labels always come from the folder's wnid (or class index) looked up in the ImageNet-1k order, never from the
 order of the folders present, so a tree holding only some classes still gets the right labels.
