@@ -5,9 +5,9 @@ train = world.split("train", 10_000)      # a torch Dataset; train[i]["part_mask
 train.save("train.npz"); WorldSplit.load("train.npz")
 """
 
-from cft.world.backgrounds import TEXTURES, BackgroundBank
+from cft.world._backgrounds import TEXTURES, BackgroundBank
+from cft.world._sheet import contact_sheet
 from cft.world.objects import CATEGORIES, Category
-from cft.world.sheet import contact_sheet
 from cft.world.world import BIASED_SPLITS, SPLITS, SyntheticWorld, WorldConfig, WorldSplit, collate
 
 __all__ = [

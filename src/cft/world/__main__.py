@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cft.world.sheet import contact_sheet
+from cft.world._sheet import contact_sheet
 from cft.world.world import SPLITS, SyntheticWorld
 
 

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from cft.errors import CftError, FieldError
 from cft.io import atomic_path
-from cft.world.backgrounds import TEXTURES, BackgroundBank
+from cft.world._backgrounds import TEXTURES, BackgroundBank
 from cft.world.marks import MARK_COLOURS, MARK_FRAME, mark_colour, place_mark
 from cft.world.objects import CATEGORIES, draw_labels, paint, sample_palette
 

@@ -13,8 +13,8 @@ the order of the folders present, and sorts samples by path relative to ROOT. La
   published 200. Two protocols: the plain name restricts the logits to those 200 classes (the datasets' own
   protocol), "<name>:1000" takes the argmax over all 1000 (what the CFT paper and its code report).
 - imagenet-sketch: ROOT/<wnid>/<images> (or ROOT/sketch/...).
-- objectnet: see cft.data.evalsets.objectnet (ROOT/images/<folder>/..., ROOT/mappings/*.json).
-- si-location, si-rotation, si-size: see cft.data.evalsets.siscore (class folders named by object class).
+- objectnet: see cft.data.evalsets._objectnet (ROOT/images/<folder>/..., ROOT/mappings/*.json).
+- si-location, si-rotation, si-size: see cft.data.evalsets._siscore (class folders named by object class).
 - imagenet-seg: ROOT/gtsegs_ijcv.mat or the .mat itself; items read with `read_seg_item`.
 - waterbirds (test split) / waterbirds:val: ROOT/metadata.csv + ROOT/<img_filename>; `group_sizes` for weights.
 - grouped (test split) / grouped:val: any group-labelled dataset, ROOT/metadata.csv (img_filename,y,split,group).
@@ -27,17 +27,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from cft.data.evalsets.common import EvalSet, Sample
-from cft.data.evalsets.imagenet import (
+from cft.data.evalsets._imagenet import (
     load_imagenet_a,
     load_imagenet_r,
     load_imagenet_sketch,
     load_imagenet_v2,
     load_imagenet_val,
 )
-from cft.data.evalsets.objectnet import load_objectnet
-from cft.data.evalsets.seg import load_imagenet_seg, read_seg_item
-from cft.data.evalsets.siscore import load_si_score
+from cft.data.evalsets._objectnet import load_objectnet
+from cft.data.evalsets._seg import load_imagenet_seg, read_seg_item
+from cft.data.evalsets._siscore import load_si_score
+from cft.data.evalsets.common import EvalSet, Sample
 from cft.data.evalsets.waterbirds import GROUP_NAMES, GROUPED, group_sizes, load_grouped, load_waterbirds
 from cft.errors import CftError
 from cft.registry import Registry
