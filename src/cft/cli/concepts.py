@@ -198,12 +198,12 @@ def run_concepts_all(args: argparse.Namespace) -> int:
     """`cft concepts run`: propose, filter and (for world classes) validate."""
     check_output_file(args.out)
     from cft.concepts.stage import filter_stage, validate_in_world
-    from cft.world import SyntheticWorld
+    from cft.data.classes import world_class_names
 
     bank, classes = _proposed_bank(args)
     bank = filter_stage(bank, classes, _filter_config(args))
     stats = None
-    if set(bank.concepts) <= set(SyntheticWorld().classes):
+    if set(bank.concepts) <= set(world_class_names()):
         bank, stats = validate_in_world(bank, _validation_config(args))
     else:
         print(

@@ -36,9 +36,9 @@ def imagenet_class_names() -> list[str]:
 
 def world_class_names() -> list[str]:
     """The synthetic world's classes (the default world)."""
-    from cft.world import SyntheticWorld
+    from cft.world.world import class_names
 
-    return list(SyntheticWorld().classes)
+    return list(class_names())
 
 
 def resolve_classes(spec: str) -> list[str]:

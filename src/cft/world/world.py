@@ -109,6 +109,11 @@ class WorldConfig:
         return json.dumps(dataclasses.asdict(self) | {"split_sizes": dict(self.split_sizes)})
 
 
+def class_names(config: WorldConfig | None = None) -> tuple[str, ...]:
+    """The classes of a world with `config` (default: the default world), without building the world."""
+    return tuple(CATEGORIES)[: (config or WorldConfig()).num_classes]
+
+
 def world_config(fields: Mapping[str, Any], where: str = "world") -> WorldConfig:
     """A WorldConfig from plain (YAML) data through the one config loader: unknown keys, types and non-finite
     numbers are errors that name the field as `where.<field>`."""
@@ -243,7 +248,7 @@ class SyntheticWorld:
         if unknown:
             raise CftError(f"unknown WorldConfig field(s): {', '.join(unknown)}")
         self.config = dataclasses.replace(config, **overrides) if overrides else config
-        self.classes: tuple[str, ...] = tuple(CATEGORIES)[: self.config.num_classes]
+        self.classes: tuple[str, ...] = class_names(self.config)
         self.backgrounds: tuple[str, ...] = tuple(TEXTURES)[: self.config.num_cue_values]
         table: list[tuple[int, str]] = [(-1, "background")]
         for c, name in enumerate(self.classes):
