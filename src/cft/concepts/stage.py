@@ -165,10 +165,10 @@ def validate_in_world(
     """Validate a bank of world classes on the val images of `world` (default: the default world with
     `world_seed`) with a world segmenter (default: the world's, which reads a phrase as a VLM would; `threshold`
     is its embedding mode's)."""
-    from cft.world import SyntheticWorld
     from cft.world.segmenter import WorldSegmenter
+    from cft.world.world import build_world
 
-    world = world or SyntheticWorld(seed=world_seed)
+    world = world or build_world({"seed": world_seed}, "world")
     world_seed = world.config.seed
     unknown = [c for c in bank.concepts if c not in world.classes]
     if unknown:

@@ -109,6 +109,12 @@ class WorldConfig:
         return json.dumps(dataclasses.asdict(self) | {"split_sizes": dict(self.split_sizes)})
 
 
+def build_world(fields: Mapping[str, Any], where: str = "world") -> SyntheticWorld:
+    """The one place a world is built from WorldConfig fields (plain YAML data); a bad field is a CftError naming
+    `where.<field>` (a recipe's data.world, the demo's world, each pretraining stage, concept validation)."""
+    return SyntheticWorld(world_config(fields, where))
+
+
 def class_names(config: WorldConfig | None = None) -> tuple[str, ...]:
     """The classes of a world with `config` (default: the default world), without building the world."""
     return tuple(CATEGORIES)[: (config or WorldConfig()).num_classes]

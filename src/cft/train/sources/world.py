@@ -1,6 +1,6 @@
 """`data.source: world`: the synthetic world (cft.world), its images, labels and guidance masks made on the fly, and
-`make_world`, the one place a world is built from config fields (a recipe's data.world, the demo's world, each
-pretraining stage's)."""
+`make_world`, which builds the world of a recipe's data.world, the demo's world and each pretraining stage through
+`cft.world.world.build_world`, the one place a world is built from config fields."""
 
 from __future__ import annotations
 
@@ -49,10 +49,9 @@ class WorldSection(DataSection):
 
 def make_world(fields: Mapping[str, Any], where: str = "world") -> SyntheticWorld:
     """The world of these WorldConfig fields (plain YAML data); a bad field is a CftError naming `where.<field>`."""
-    from cft.world import SyntheticWorld
-    from cft.world.world import world_config
+    from cft.world.world import build_world
 
-    return SyntheticWorld(world_config(fields, where))
+    return build_world(fields, where)
 
 
 def world_concept_masks(
