@@ -9,6 +9,7 @@ registry is first read (and by the CLI before it parses its arguments); CFT_DISA
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import inspect
 import os
@@ -98,6 +99,33 @@ class Registry(dict[str, T]):
     def descriptions(self) -> dict[str, str]:
         """Every name with its description, in registration order."""
         return {name: self.description(name) for name in self}
+
+
+class SettingsRegistry(Registry[T]):
+    """A registry whose entries each read a settings dataclass of their own (an objective's `objective:` fields, a
+    data source's `data:` fields, its "section"): a subclass of `base`, `default` for an entry registered without
+    one."""
+
+    def __init__(self, kind: str, base: type, default: type, what: str = "settings") -> None:
+        super().__init__(kind)
+        self.base, self.default, self.what = base, default, what
+        self._settings: dict[str, type] = {}
+
+    def add(self, name: str, value: T, description: str | None = None, settings: type | None = None) -> T:
+        """Register `value` under `name`, reading the dataclass `settings` (None: `default`)."""
+        if settings is not None and not (isinstance(settings, type) and issubclass(settings, self.base)):
+            raise TypeError(f"{self.kind} {name!r}: {self.what} must be a dataclass subclassing {self.base.__name__}")
+        super().add(name, value, description)
+        self._settings[name] = settings or self.default
+        return value
+
+    def settings(self, name: str) -> type:
+        """The settings dataclass of entry `name`."""
+        return self._settings.get(name, self.default)
+
+    def owners(self, field_name: str) -> list[str]:
+        """The entries whose settings have a field `field_name`, in registration order."""
+        return [n for n in self if field_name in {f.name for f in dataclasses.fields(self.settings(n))}]
 
 
 def one_line(text: str) -> str:

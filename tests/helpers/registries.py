@@ -31,3 +31,4 @@ def registrations_undone() -> Iterator[None]:
             for name in set(dict.keys(r)) - before[id(r)]:
                 dict.pop(r, name)
                 r._descriptions.pop(name, None)
+                getattr(r, "_settings", {}).pop(name, None)

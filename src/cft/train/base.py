@@ -22,7 +22,7 @@ from torch import nn
 
 from cft.config import from_dict
 from cft.errors import CftError
-from cft.registry import Registry
+from cft.registry import SettingsRegistry
 
 # the consistency term's target: the model's own argmax (the paper), the label, or the original model's prediction
 CLS_TARGETS = ("self", "label", "original")
@@ -61,7 +61,7 @@ class ObjectiveConfig:
         chosen = settings_class(name)
         own = {f.name for f in dataclasses.fields(chosen)}
         for key in data:
-            owners = [n for n in OBJECTIVES if key in {f.name for f in dataclasses.fields(settings_class(n))}]
+            owners = OBJECTIVES.owners(key)
             if key not in own and owners:
                 raise CftError(
                     f"{where}.{key} is a setting of {', '.join(owners)}, not of {name}: delete it, or choose "
@@ -91,8 +91,8 @@ def check_temperature(temperature: float) -> None:
 
 
 ObjectiveBuilder = Callable[[Any], Objective]  # (its settings dataclass) -> Objective
-OBJECTIVES: Registry[ObjectiveBuilder] = Registry("objective")  # filled by the modules that define objectives
-_SETTINGS: dict[str, type[ObjectiveConfig]] = {}  # objective name -> its settings dataclass
+# filled by the modules that define objectives, each with its settings dataclass
+OBJECTIVES: SettingsRegistry[ObjectiveBuilder] = SettingsRegistry("objective", ObjectiveConfig, ObjectiveConfig)
 
 
 def register_objective(
@@ -101,22 +101,14 @@ def register_objective(
     """Decorator: register a builder (settings -> Objective) as the objective `name`; description: one line for
     `cft ls objectives` (None: the builder's docstring); settings: the dataclass of the settings it reads, a
     subclass of ObjectiveConfig whose `name` defaults to `name` (None: ObjectiveConfig, the name alone)."""
-    if settings is not None and not (isinstance(settings, type) and issubclass(settings, ObjectiveConfig)):
-        raise TypeError(f"objective {name!r}: settings must be a dataclass subclassing ObjectiveConfig")
-
-    def register(builder: ObjectiveBuilder) -> ObjectiveBuilder:
-        OBJECTIVES.add(name, builder, description)
-        _SETTINGS[name] = settings or ObjectiveConfig
-        return builder
-
-    return register
+    return lambda builder: OBJECTIVES.add(name, builder, description, settings)
 
 
 def settings_class(name: str) -> type[ObjectiveConfig]:
     """The settings dataclass of the registered objective `name`."""
     if name not in OBJECTIVES:
         raise CftError(f"objective.name must be one of {', '.join(OBJECTIVES)}; got {name!r}")
-    return _SETTINGS.get(name, ObjectiveConfig)
+    return OBJECTIVES.settings(name)
 
 
 def objective_config(name: str, where: str = "objective", **settings: Any) -> ObjectiveConfig:

@@ -20,7 +20,7 @@ from torch import nn
 
 from cft.config import bounded
 from cft.errors import CftError
-from cft.registry import Registry
+from cft.registry import SettingsRegistry
 
 if TYPE_CHECKING:
     from cft.train.recipe import FinetuneRecipe
@@ -62,7 +62,7 @@ class DataSection:
         for key in data:
             if key in own:
                 continue
-            owners = [n for n in DATA_SOURCES if key in {f.name for f in dataclasses.fields(section_class(n))}]
+            owners = DATA_SOURCES.owners(key)
             if owners:
                 raise CftError(
                     f"{where}.{key} is a setting of data.source {', '.join(owners)}, not of {name}: delete it, or "
@@ -129,8 +129,9 @@ class SourceData:
 
 DataSourceBuilder = Callable[["FinetuneRecipe", bool, Path], SourceData]  # (recipe, needs_mask, out) -> SourceData
 # data.source -> builder; the folder-like sources share one builder (cft.train.sources.disk tells them apart)
-DATA_SOURCES: Registry[DataSourceBuilder] = Registry("data source")
-_SECTIONS: dict[str, type[DataSection]] = {}  # data.source -> its section dataclass
+DATA_SOURCES: SettingsRegistry[DataSourceBuilder] = SettingsRegistry(
+    "data source", DataSection, ImageSection, "section"
+)
 
 
 def register_data_source(
@@ -140,19 +141,11 @@ def register_data_source(
     sizes the model); description: one line for `cft ls data-sources`; section: the dataclass of its `data:` fields,
     a subclass of DataSection whose `check()` checks them (None: ImageSection, the common fields with root,
     image_size, resize, mean and std)."""
-    if section is not None and not (isinstance(section, type) and issubclass(section, DataSection)):
-        raise TypeError(f"data source {name!r}: section must be a dataclass subclassing DataSection")
-
-    def register(builder: DataSourceBuilder) -> DataSourceBuilder:
-        DATA_SOURCES.add(name, builder, description)
-        _SECTIONS[name] = section or ImageSection
-        return builder
-
-    return register
+    return lambda builder: DATA_SOURCES.add(name, builder, description, section)
 
 
 def section_class(name: str) -> type[DataSection]:
     """The section dataclass of the registered data source `name`."""
     if name not in DATA_SOURCES:
         raise CftError(f"data.source must be one of {', '.join(DATA_SOURCES)}, got {name!r}")
-    return _SECTIONS.get(name, ImageSection)
+    return DATA_SOURCES.settings(name)
