@@ -93,7 +93,6 @@ def finetune_recipe(recipe: RunRecipe, seed: int, out: Path):
     if section.get("source", "folder") not in disk_sources():
         raise CftError(f"run recipe: finetune.data.source must be one of {', '.join(disk_sources())}")
     section.setdefault("source", "folder")
-    section.setdefault("val_split", None)
     few = section.get("few_shot") or {}
     section["few_shot"] = {**few, "seed": seed}
     section["store"] = str(out / "masks")

@@ -15,7 +15,7 @@ import inspect
 import os
 import threading
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from cft.errors import CftError
@@ -126,6 +126,27 @@ class SettingsRegistry(Registry[T]):
     def owners(self, field_name: str) -> list[str]:
         """The entries whose settings have a field `field_name`, in registration order."""
         return [n for n in self if field_name in {f.name for f in dataclasses.fields(self.settings(n))}]
+
+    def settings_of(self, data: Mapping[str, Any], where: str, key: str, default: str) -> type | None:
+        """The settings dataclass of the entry that `data[key]` (or `default`) names, for reading `data`, a flat
+        YAML mapping at `where`; a key of another entry's settings is an error naming the field and its owners.
+        None when `data[key]` is not a string (the reader names the bad type)."""
+        name = data.get(key, default)
+        if not isinstance(name, str):
+            return None
+        if name not in self:
+            raise CftError(f"{where}.{key} must be one of {', '.join(self)}, got {name!r}")
+        chosen = self.settings(name)
+        own = {f.name for f in dataclasses.fields(chosen)}
+        for field_name in data:
+            owners = [] if field_name in own else self.owners(field_name)
+            if owners:
+                those = f"that {self.kind}" if len(owners) == 1 else f"one of those {self.kind}s"
+                raise CftError(
+                    f"{where}.{field_name} is a setting of {where}.{key} {', '.join(owners)}, not of {name}: delete "
+                    f"it, or choose {those}"
+                )
+        return chosen
 
 
 def one_line(text: str) -> str:

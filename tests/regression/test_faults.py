@@ -321,7 +321,7 @@ def test_a_store_mixed_by_a_partial_rerun_is_refused_by_its_readers(store, tmp_p
         capsys,
     )
     assert code == 2 and "made with other settings" in err and not (tmp_path / "s.png").exists()
-    (tmp_path / "r.yaml").write_text(f"data:\n  source: folder\n  root: {tmp_path / 'images'}\n  val_split: null\n")
+    (tmp_path / "r.yaml").write_text(f"data:\n  source: folder\n  root: {tmp_path / 'images'}\n")
     sets = ["model.name=vit_tiny_patch16_224", "model.kwargs={patch_size: 8, depth: 1, embed_dim: 24, num_heads: 2}",
             "data.image_size=32", "data.resize=36", "train.epochs=1", f"data.store={store}",
             "data.few_shot={per_class: 3, class_fraction: 1.0}"]  # fmt: skip

@@ -290,16 +290,22 @@ def test_build_objective_settings():
     "fields, message",
     [
         # robustvit has no form (it always uses its own); before, form was accepted and ignored
-        ({"name": "robustvit", "form": "bce"}, "objective.form is a setting of cft, not of robustvit: delete it"),
+        (
+            {"name": "robustvit", "form": "bce"},
+            "objective.form is a setting of objective.name cft, not of robustvit: delete it",
+        ),
         (
             {"name": "cft", "input_grad_weight": 5},
-            "objective.input_grad_weight is a setting of rrr, gradmask, not of cft",
+            "objective.input_grad_weight is a setting of objective.name rrr, gradmask, not of cft",
         ),
         (
             {"name": "erm", "temperature": 2.0},
-            "objective.temperature is a setting of no-guidance, cft, robustvit, rrr, ",
+            "objective.temperature is a setting of objective.name no-guidance, cft, robustvit, rrr, ",
         ),
-        ({"name": "rrda", "cls_target": "label"}, "objective.cls_target is a setting of no-guidance, cft, robustvit, "),
+        (
+            {"name": "rrda", "cls_target": "label"},
+            "objective.cls_target is a setting of objective.name no-guidance, cft, robustvit, ",
+        ),
         ({"name": "rrr", "magic": 1}, "unknown key(s) magic in objective; known: create_graph, input_grad_weight, "),
     ],
 )

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from cft.cli import main
@@ -39,7 +40,7 @@ def tree(tmp_path):
     ids = write_tree(tmp_path / "images", per_class=4, size=(40, 44))
     write_bank(tmp_path / "bank.json")
     run_masks(tmp_path / "images", tmp_path / "bank.json", FakeSegmenter(), tmp_path / "store", progress=False)
-    (tmp_path / "r.yaml").write_text(f"data:\n  source: folder\n  root: {tmp_path / 'images'}\n  val_split: null\n")
+    (tmp_path / "r.yaml").write_text(f"data:\n  source: folder\n  root: {tmp_path / 'images'}\n")
     return ids
 
 
@@ -54,6 +55,21 @@ def test_folder_few_shot_with_store_masks(tmp_path, tree, capsys):
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(history) == 2 and all(np.isfinite(h["train_loss"]) and h["train_align"] > 0 for h in history)
     assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
+def test_folder_run_saved_with_the_split_fields_resumes(tmp_path, tree, capsys):
+    """Folder runs saved before the split fields left the disk sources' section (their config.yaml holds
+    train_split, n_train, val_split and n_val) resume: fields the source does not read cannot differ."""
+    sets = ["objective.name=erm", "data.masks=none"]
+    assert finetune(tmp_path, *sets, "train.epochs=1") == 0, capsys.readouterr().err
+    saved_path = tmp_path / "run" / "config.yaml"
+    saved = yaml.safe_load(saved_path.read_text())
+    assert not {"train_split", "n_train", "val_split", "n_val"} & set(saved["data"])
+    saved["data"].update(train_split="train", n_train=6000, val_split="val", n_val=500)
+    saved_path.write_text(yaml.safe_dump(saved, sort_keys=False))
+    args = ["finetune", "--config", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main([*args, "--resume", *(f"--set={s}" for s in (*TIMM, *DISK, *sets, "train.epochs=2"))]) == 0
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_folder_errors(tmp_path, tree, capsys):
@@ -73,6 +89,9 @@ def test_folder_errors(tmp_path, tree, capsys):
     assert "data.image_size" in capsys.readouterr().err
     assert finetune(tmp_path, "objective.name=erm", "data.masks=none", f"data.root={tmp_path / 'no'}") == 2
     assert "does not exist" in capsys.readouterr().err
+    # the fields of sources drawn from named splits are not the folder's: an error, not a silently ignored setting
+    assert finetune(tmp_path, "objective.name=erm", "data.masks=none", "data.n_train=10") == 2
+    assert "data.n_train is a setting of data.source world, decoy, not of folder: delete it" in capsys.readouterr().err
 
 
 def test_imagenet_wnid_folders_train_a_1000_way_model(tmp_path, capsys):
@@ -81,7 +100,7 @@ def test_imagenet_wnid_folders_train_a_1000_way_model(tmp_path, capsys):
         for k in range(2):
             Image.new("RGB", (40, 40), (k * 90, 10, 200)).save(tmp_path / "train" / wnid / f"{k}.JPEG")
     (tmp_path / "r.yaml").write_text(
-        f"data:\n  source: folder\n  classes: imagenet\n  root: {tmp_path / 'train'}\n  val_split: null\n"
+        f"data:\n  source: folder\n  classes: imagenet\n  root: {tmp_path / 'train'}\n"
         "  masks: none\n  few_shot: {per_class: 1, class_fraction: 0.5, seed: 0}\nobjective:\n  name: erm\n"
     )
     assert finetune(tmp_path) == 0, capsys.readouterr().err

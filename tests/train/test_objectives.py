@@ -83,7 +83,9 @@ def test_cft_loss_passes_the_reference_to_its_cls_term():
 
 
 def test_cls_target_original_is_refused_where_there_is_no_consistency_term():
-    with pytest.raises(CftError, match="objective.cls_target is a setting of no-guidance, cft, robustvit, not of rrr"):
+    with pytest.raises(
+        CftError, match="objective.cls_target is a setting of objective.name no-guidance, cft, robustvit, not of rrr"
+    ):
         build_objective(objective_config("rrr", cls_target="original"))
     with pytest.raises(CftError, match="objective.cls_target must be one of self, label, original"):
         build_objective(objective_config("cft", cls_target="teacher"))

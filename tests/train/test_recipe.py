@@ -155,7 +155,10 @@ def test_resume_a_run_saved_with_every_objectives_fields(config, tmp_path, capsy
         (["data.decoy.size=3"], ["data.decoy is a setting of data.source decoy, not of world: delete it"]),
         (["data.source=folder"], ["data.world is a setting of data.source world, not of folder"]),
         (["data.image_size=32"], ["data.image_size is a setting of data.source folder, waterbirds, grouped, not of"]),
-        (["objective.input_grad_weight=5"], ["objective.input_grad_weight is a setting of rrr, gradmask, not of erm"]),
+        (
+            ["objective.input_grad_weight=5"],
+            ["objective.input_grad_weight is a setting of objective.name rrr, gradmask, not of erm"],
+        ),
         (["data.first_sample=5"], ["data.first_sample=5", "data.fresh_samples=true only"]),
         (["data.fresh_samples=true", "data.few_shot.per_class=2"], ["data.fresh_samples", "few_shot"]),
         (["data.fresh_samples=true", "objective.name=cft", "data.masks=object"], ["'cft' is guided", "fresh_samples"]),

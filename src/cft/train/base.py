@@ -51,23 +51,8 @@ class ObjectiveConfig:
 
     @classmethod
     def config_variant(cls, data: dict[str, Any], where: str) -> type:
-        """The settings dataclass of the objective `data["name"]` names (for `cft.config.from_dict`); a key of
-        another objective is an error naming the field and the objectives it belongs to."""
-        name = data.get("name", _default_name(cls))
-        if not isinstance(name, str):
-            return cls  # from_dict names the bad type
-        if name not in OBJECTIVES:
-            raise CftError(f"{where}.name must be one of {', '.join(OBJECTIVES)}; got {name!r}")
-        chosen = settings_class(name)
-        own = {f.name for f in dataclasses.fields(chosen)}
-        for key in data:
-            owners = OBJECTIVES.owners(key)
-            if key not in own and owners:
-                raise CftError(
-                    f"{where}.{key} is a setting of {', '.join(owners)}, not of {name}: delete it, or choose "
-                    f"{'that objective' if len(owners) == 1 else 'one of those objectives'}"
-                )
-        return chosen
+        """The settings dataclass of the objective `data["name"]` names (for `cft.config.from_dict`)."""
+        return OBJECTIVES.settings_of(data, where, "name", _default_name(cls)) or cls
 
     def check(self) -> None:
         """Checks that span fields or need the registries (each error names the objective.* field)."""
@@ -107,7 +92,7 @@ def register_objective(
 def settings_class(name: str) -> type[ObjectiveConfig]:
     """The settings dataclass of the registered objective `name`."""
     if name not in OBJECTIVES:
-        raise CftError(f"objective.name must be one of {', '.join(OBJECTIVES)}; got {name!r}")
+        raise CftError(f"objective.name must be one of {', '.join(OBJECTIVES)}, got {name!r}")
     return OBJECTIVES.settings(name)
 
 

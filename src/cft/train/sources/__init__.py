@@ -8,6 +8,7 @@ from cft.train.sources.base import (
     FewShotSection,
     ImageSection,
     SourceData,
+    SplitSection,
     register_data_source,
     section_class,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "FewShotSection",
     "ImageSection",
     "SourceData",
+    "SplitSection",
     "WorldSection",
     "build_model",
     "disk_sources",

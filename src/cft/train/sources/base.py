@@ -4,8 +4,9 @@ trainer, and the registry by name.
 A source registers a builder `(recipe, needs_mask, out) -> SourceData` under its name with the dataclass of its
 section (`@register_data_source("decoy", ..., section=DecoySection)`), a subclass of DataSection that adds the
 fields it reads. The YAML section stays flat: `from_dict(DataSection, {"source": "decoy", ...})` picks the dataclass
-by `source`, and a key of another source is an error naming the field and its sources. A source registered without
-a section gets ImageSection (the common fields, where the images are and how they are sized).
+by `source`, and a key of another source is an error naming the field and its sources. Two bases add what several
+sources share: SplitSection (images drawn from named splits: the world, the decoy) and ImageSection (images on disk at
+a size: the disk sources); a source registered without a section gets ImageSection.
 """
 
 from __future__ import annotations
@@ -40,52 +41,18 @@ class DataSection:
     """The fields every data source has; each source's section adds its own (`data.source` picks it)."""
 
     source: str = "world"  # world (synthetic) | decoy (Decoy-(Fashion)MNIST) | folder | waterbirds | grouped
-    train_split: str = "train"
-    n_train: int = 6000  # images of train_split (with few_shot: the pool the few images are drawn from)
-    val_split: str | None = "val"  # null: no validation (select_by falls back to the last epoch)
-    n_val: int = 500
-    few_shot: FewShotSection | None = None  # null: train on all n_train images
+    few_shot: FewShotSection | None = None  # null: train on all the images
     masks: Literal["concepts", "object", "none"] = "concepts"
     flip: bool = True  # mirror each training image (and its mask) with probability 0.5
 
     @classmethod
     def config_variant(cls, data: dict[str, Any], where: str) -> type:
-        """The section dataclass of the source `data["source"]` names (for `cft.config.from_dict`); a key of another
-        source is an error naming the field and the sources it belongs to."""
-        name = data.get("source", _default_source(cls))
-        if not isinstance(name, str):
-            return cls  # from_dict names the bad type
-        if name not in DATA_SOURCES:
-            raise CftError(f"{where}.source must be one of {', '.join(DATA_SOURCES)}, got {name!r}")
-        chosen = section_class(name)
-        own = {f.name for f in dataclasses.fields(chosen)}
-        for key in data:
-            if key in own:
-                continue
-            owners = DATA_SOURCES.owners(key)
-            if owners:
-                raise CftError(
-                    f"{where}.{key} is a setting of data.source {', '.join(owners)}, not of {name}: delete it, or "
-                    f"choose {'that source' if len(owners) == 1 else 'one of those sources'}"
-                )
-        return chosen
-
-    def split_names(self) -> tuple[str, ...]:
-        """The names train_split and val_split may take."""
-        from cft.world import SPLITS
-
-        return SPLITS
+        """The section dataclass of the source `data["source"]` names (for `cft.config.from_dict`)."""
+        return DATA_SOURCES.settings_of(data, where, "source", _default_source(cls)) or cls
 
     def check(self) -> None:
         """Checks that span fields (types were checked when the recipe was read); each error names the data.* field.
         A source's section extends it with its own."""
-        splits = self.split_names()
-        for name, split in (("train_split", self.train_split), ("val_split", self.val_split)):
-            if split is not None and split not in splits:
-                raise CftError(f"data.{name} must be one of {', '.join(splits)}, got {split!r}")
-        for name in ("n_train", "n_val"):
-            if getattr(self, name) < 1:
-                raise CftError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         f = self.few_shot
         if f is not None:
             if f.per_class < 1:
@@ -101,6 +68,31 @@ def _default_source(cls: type) -> str:
 
 
 @dataclass
+class SplitSection(DataSection):
+    """A source that draws its images from named splits (the world's, the decoy's): how many of which split are
+    trained and validated on. `split_names()` says which names the splits may take."""
+
+    train_split: str = "train"
+    n_train: int = 6000  # images of train_split (with few_shot: the pool the few images are drawn from)
+    val_split: str | None = "val"  # null: no validation (select_by falls back to the last epoch)
+    n_val: int = 500
+
+    def split_names(self) -> tuple[str, ...]:
+        """The names train_split and val_split may take (none: any name)."""
+        return ()
+
+    def check(self) -> None:
+        super().check()
+        splits = self.split_names()
+        for name, split in (("train_split", self.train_split), ("val_split", self.val_split)):
+            if splits and split is not None and split not in splits:
+                raise CftError(f"data.{name} must be one of {', '.join(splits)}, got {split!r}")
+        for name in ("n_train", "n_val"):
+            if getattr(self, name) < 1:
+                raise CftError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
 class ImageSection(DataSection):
     """Images at a size: where they are and how they are resized and normalised (the disk sources' base, and the
     section of a plug-in source registered without one)."""
@@ -111,6 +103,15 @@ class ImageSection(DataSection):
     resize: int = 256  # images and masks are resized to resize x resize first
     mean: list[float] | None = None  # normalisation; null: the model's pretrained config (the paper: 0.5)
     std: list[float] | None = bounded(None, gt=0)
+
+    def check(self) -> None:
+        super().check()
+        if not 0 < self.image_size <= self.resize:
+            raise CftError(f"data.image_size must be in (0, data.resize={self.resize}], got {self.image_size}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None and len(value) != 3:
+                raise CftError(f"data.{name} must be 3 numbers (R, G, B), got {value}")
 
 
 @dataclass

@@ -12,14 +12,14 @@ import torch
 from cft.data.decoy import DECOY_SPLITS, DecoyConfig, check_decoy_config
 from cft.errors import CftError
 from cft.train.model import build_model
-from cft.train.sources.base import DataSection, SourceData, register_data_source
+from cft.train.sources.base import SourceData, SplitSection, register_data_source
 
 if TYPE_CHECKING:
     from cft.train.recipe import FinetuneRecipe
 
 
 @dataclass
-class DecoySection(DataSection):
+class DecoySection(SplitSection):
     source: str = "decoy"
     decoy: DecoyConfig = field(default_factory=DecoyConfig)  # the dataset and how the decoy is planted
     # with few_shot and objective.cls_target original: this many other pool images, unlabelled, ride with the

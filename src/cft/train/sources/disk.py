@@ -37,12 +37,6 @@ class DiskSection(ImageSection):
         super().check()
         if not self.root:
             raise CftError(f"data.root is required for data.source={self.source}")
-        if not 0 < self.image_size <= self.resize:
-            raise CftError(f"data.image_size must be in (0, data.resize={self.resize}], got {self.image_size}")
-        for name in ("mean", "std"):
-            value = getattr(self, name)
-            if value is not None and len(value) != 3:
-                raise CftError(f"data.{name} must be 3 numbers (R, G, B), got {value}")
         if self.classes not in ("imagenet", "folders"):
             raise CftError(f"data.classes must be 'imagenet' or 'folders', got {self.classes!r}")
 

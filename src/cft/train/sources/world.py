@@ -15,7 +15,7 @@ import torch
 from cft.concepts.world import WorldConceptConfig, world_concepts
 from cft.errors import CftError
 from cft.train.model import build_model
-from cft.train.sources.base import DataSection, SourceData, register_data_source
+from cft.train.sources.base import SourceData, SplitSection, register_data_source
 
 if TYPE_CHECKING:
     from cft.train.recipe import FinetuneRecipe
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class WorldSection(DataSection):
+class WorldSection(SplitSection):
     source: str = "world"
     world: dict[str, Any] = field(default_factory=dict)  # cft.world.WorldConfig fields
     # masks=concepts: where each class's concepts come from, as the demo's `concepts` section: source llm (the
@@ -34,6 +34,11 @@ class WorldSection(DataSection):
     # so a long pretraining never shows one twice) instead of one fixed set: no few_shot, no guidance masks
     fresh_samples: bool = False
     first_sample: int = 0  # fresh_samples: the index of the first sample read
+
+    def split_names(self) -> tuple[str, ...]:
+        from cft.world import SPLITS
+
+        return SPLITS
 
     def check(self) -> None:
         super().check()
