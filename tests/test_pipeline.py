@@ -64,8 +64,8 @@ def test_pipeline_end_to_end_and_cached(setup, capsys):
     assert main(["run", str(setup / "run.yaml"), "--out", str(out)]) == 0, capsys.readouterr().err
     log = capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
-    assert set(results["runs"]) == {"seed0", "seed1"}
-    cell = results["benchmarks"]["imagenet-v2"]
+    assert set(results["runs"]) == {"seed0", "seed1"} and results["format"] == 2
+    cell = results["eval_sets"]["imagenet-v2"]
     assert cell["n"] == 16 and 0.0 <= cell["top1"] <= 1.0 and "top1_seen" in cell
     images = [(out / f"seed{s}" / "images.txt").read_text().split() for s in (0, 1)]
     assert len(images[0]) == 4 and images[0] != images[1]  # 2 classes x 2 images, another subset per seed
@@ -83,7 +83,7 @@ def test_pipeline_end_to_end_and_cached(setup, capsys):
     assert main(["run", str(setup / "run.yaml"), "--out", str(out)]) == 0
     again = capsys.readouterr().out
     assert "concepts: cached" in again and again.count("fine-tuning cached") == 2
-    assert json.loads((out / "results.json").read_text())["benchmarks"] == results["benchmarks"]
+    assert json.loads((out / "results.json").read_text())["eval_sets"] == results["eval_sets"]
 
 
 @pytest.mark.slow
@@ -106,7 +106,7 @@ def test_killed_run_resumes_to_the_same_result(setup):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = json.loads((setup / "full" / "results.json").read_text())
     b = json.loads((setup / "killed" / "results.json").read_text())
-    assert a["benchmarks"] == b["benchmarks"]
+    assert a["eval_sets"] == b["eval_sets"]
     for seed in (0, 1):
         wa = read_state_dict(setup / "full" / f"seed{seed}" / "finetune" / "last.safetensors")
         wb = read_state_dict(setup / "killed" / f"seed{seed}" / "finetune" / "last.safetensors")

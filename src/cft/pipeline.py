@@ -224,7 +224,7 @@ def run_pipeline(recipe: RunRecipe, out: str | Path, log: Callable[[str], None] 
 
 
 def _run_pipeline(recipe: RunRecipe, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    from cft.evaluate.scoring import aggregate, markdown_table
+    from cft.evaluate.scoring import RESULTS_FORMAT, aggregate, markdown_table
     from cft.grounding.registry import build_segmenter
     from cft.train.sources.disk import choose_images
 
@@ -251,7 +251,7 @@ def _run_pipeline(recipe: RunRecipe, out: Path, log: Callable[[str], None]) -> d
             result = evaluate_stage(recipe, seed, run, out, len(everything.class_names), log)
             runs[f"seed{seed}"] = result["runs"][str(run / "best.safetensors")]
     mean, std = aggregate(runs) if runs else ({}, {})
-    results = {"benchmarks": mean, "std": std, "runs": runs, "seeds": recipe.seeds}
+    results = {"format": RESULTS_FORMAT, "eval_sets": mean, "std": std, "runs": runs, "seeds": recipe.seeds}
     write_json_atomic(out / "results.json", results)
     if runs:
         write_bytes_atomic(out / "results.md", markdown_table(mean, std, len(runs)).encode())

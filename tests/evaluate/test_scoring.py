@@ -178,7 +178,8 @@ def test_cli_matches_a_plain_timm_loop_and_aggregates_checkpoints(tmp_path, v2_t
     for run, (top1, top5) in zip(runs, expected, strict=True):
         assert run["top1"] == pytest.approx(top1.mean()) and run["top5"] == pytest.approx(top5.mean())
         assert run["top1_seen"] == pytest.approx(top1[:6].mean()) and run["n"] == 9
-    cell = results["benchmarks"]["imagenet-v2"]
+    assert results["format"] == 2 and set(results["eval_set_info"]) == {"imagenet-v2"}
+    cell = results["eval_sets"]["imagenet-v2"]
     assert cell["top1"] == pytest.approx(np.mean([r["top1"] for r in runs])) and cell["n"] == 9
     assert results["std"]["imagenet-v2"]["top1"] == pytest.approx(np.std([r["top1"] for r in runs]))
     assert runs[0]["top1"] != runs[1]["top1"]
@@ -212,7 +213,7 @@ def test_waterbirds_needs_a_two_class_model(tmp_path, capsys):
     out = tmp_path / "r.json"
     args = _tiny_args(tmp_path, "--eval-set", f"waterbirds={tmp_path / 'wb'}", "--model-arg", "num_classes=2")
     assert main([*args, "--out", str(out)]) == 0
-    assert "worst_group" in json.loads(out.read_text())["benchmarks"]["waterbirds"]
+    assert "worst_group" in json.loads(out.read_text())["eval_sets"]["waterbirds"]
 
 
 def test_imagenet_seg_scores_relevance(tmp_path):
@@ -226,7 +227,7 @@ def test_imagenet_seg_scores_relevance(tmp_path):
     write_mat(tmp_path / "gtsegs_ijcv.mat", images, masks)
     out = tmp_path / "seg.json"
     assert main(_tiny_args(tmp_path, "--eval-set", f"imagenet-seg={tmp_path}", "--out", str(out))) == 0
-    seg = json.loads(out.read_text())["benchmarks"]["imagenet-seg"]
+    seg = json.loads(out.read_text())["eval_sets"]["imagenet-seg"]
     assert seg["n"] == 3 and 0.0 <= seg["pixel_accuracy"] <= 1.0 and 0.0 <= seg["miou"] <= 1.0
 
 
@@ -278,8 +279,8 @@ def test_torchrun_evaluation_equals_one_process(tmp_path, v2_tree):
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
-    assert one["benchmarks"] == two["benchmarks"] and one["benchmarks"]["imagenet-v2"]["n"] == 9
-    assert 0 < one["benchmarks"]["imagenet-v2"]["top1"] < 1
+    assert one["eval_sets"] == two["eval_sets"] and one["eval_sets"]["imagenet-v2"]["n"] == 9
+    assert 0 < one["eval_sets"]["imagenet-v2"]["top1"] < 1
     assert done.stdout.count("results:") == 1
 
 

@@ -14,6 +14,7 @@ from cft.distributed import Distributed
 from cft.errors import CftError
 from cft.evaluate.scoring import (
     EvalOptions,
+    RESULTS_FORMAT,
     NonFiniteOutput,
     aggregate,
     csv_text,
@@ -133,14 +134,15 @@ def evaluate_checkpoints(spec: EvalSpec, out: str | Path, log=print) -> dict[str
         if row["name"] == str(row["class"]) and 0 <= row["class"] < 1000 and row.get("_imagenet"):
             row["name"] = names[row["class"]]
         row.pop("_imagenet", None)
-    results = {  # the keys "benchmarks" and "benchmark_info" stay as results files have always had them
-        "benchmarks": mean,
+    results = {
+        "format": RESULTS_FORMAT,
+        "eval_sets": mean,
         "std": std,
         "runs": runs,
         "model": spec.model,
         "checkpoints": [_run_label(c, spec) for c in spec.checkpoints or [None]],
         "split": spec.split,
-        "benchmark_info": infos,
+        "eval_set_info": infos,
         "options": asdict(spec.options),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

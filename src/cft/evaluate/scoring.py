@@ -257,6 +257,12 @@ def segmentation_scores(model: nn.Module, eval_set: EvalSet, opts: EvalOptions, 
     return {**relevance_alignment(np.stack(maps), np.stack(masks)), "n": len(maps), "method": opts.relevance_method}
 
 
+# The version of the results files (`cft evaluate`'s OUT, `cft run`'s results.json): 2 names the evaluation sets
+# scores "eval_sets" and their descriptions "eval_set_info" (format 1, with no "format" key: "benchmarks" and
+# "benchmark_info").
+RESULTS_FORMAT = 2
+
+
 def aggregate(runs: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> tuple[dict, dict]:
     """Mean and standard deviation over runs (checkpoints or seeds) of every number, per evaluation set and metric."""
     return mean_std(list(runs.values()))
