@@ -186,6 +186,7 @@ def test_cli_matches_a_plain_timm_loop_and_aggregates_checkpoints(tmp_path, v2_t
     assert "| imagenet-v2 |" in out.with_suffix(".md").read_text()
     rows = list(csv.DictReader(out.with_name("results_per_class.csv").open()))
     assert len(rows) == 6 and {r["name"] for r in rows} == {"tiger shark", "cock", "manhole cover"}
+    assert list(rows[0])[:3] == ["run", "eval_set", "class"] and {r["eval_set"] for r in rows} == {"imagenet-v2"}
 
 
 def test_cli_bad_input(tmp_path, capsys, v2_tree):

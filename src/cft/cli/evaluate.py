@@ -1,4 +1,4 @@
-"""`cft evaluate`: checkpoints x robustness benchmarks -> results.json, a markdown table and a per-class CSV."""
+"""`cft evaluate`: checkpoints x evaluation sets -> results.json, a markdown table and a per-class CSV."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
         "evaluate",
         help="top-1 / top-5 of checkpoints on ImageNet val/V2/A/R/Sketch, ObjectNet, SI-Score, Waterbirds, ...",
         description=(
-            "Evaluate a model (one or more checkpoints: seeds are aggregated as mean and std) on benchmarks in "
-            "their published layouts. Writes OUT (JSON: {'benchmarks': {NAME: {'top1', 'top5', 'n', ...}}}), "
+            "Evaluate a model (one or more checkpoints: seeds are aggregated as mean and std) on evaluation "
+            "sets in their published layouts. Writes OUT (JSON: {'eval_sets': {NAME: {'top1', 'top5', 'n', ...}}}), "
             "OUT with .md (a table) and OUT_per_class.csv. imagenet-a and imagenet-r give the 200-class protocol "
             "under their name and the 1000-way one under NAME:1000."
         ),
@@ -69,7 +69,7 @@ def _floats(value: str | None, flag: str) -> tuple[float, ...] | None:
 
 
 def run_evaluate_command(args: argparse.Namespace) -> int:
-    """Evaluate the checkpoints on the benchmarks; rank 0 prints where the results went."""
+    """Evaluate the checkpoints on the evaluation sets; rank 0 prints where the results went."""
     from cft.distributed import Distributed
     from cft.evaluate.checkpoints import EvalSpec, evaluate_checkpoints, parse_eval_set_args
     from cft.evaluate.scoring import EvalOptions

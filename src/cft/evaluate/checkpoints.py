@@ -13,8 +13,8 @@ from typing import Any
 from cft.distributed import Distributed
 from cft.errors import CftError
 from cft.evaluate.scoring import (
-    EvalOptions,
     RESULTS_FORMAT,
+    EvalOptions,
     NonFiniteOutput,
     aggregate,
     csv_text,

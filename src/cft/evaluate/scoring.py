@@ -198,7 +198,7 @@ def per_class_rows(eval_set: EvalSet, top: np.ndarray, class_names: Sequence[str
         name = class_names[cls] if class_names is not None and 0 <= cls < len(class_names) else str(cls)
         rows.append(
             {
-                "benchmark": eval_set.name,
+                "eval_set": eval_set.name,
                 "class": cls,
                 "name": name,
                 "n": int(sel.sum()),
@@ -258,8 +258,8 @@ def segmentation_scores(model: nn.Module, eval_set: EvalSet, opts: EvalOptions, 
 
 
 # The version of the results files (`cft evaluate`'s OUT, `cft run`'s results.json): 2 names the evaluation sets
-# scores "eval_sets" and their descriptions "eval_set_info" (format 1, with no "format" key: "benchmarks" and
-# "benchmark_info").
+# scores "eval_sets", their descriptions "eval_set_info" and the per-class CSV's first column "eval_set" (format 1,
+# with no "format" key: "benchmarks", "benchmark_info" and "benchmark").
 RESULTS_FORMAT = 2
 
 
