@@ -24,6 +24,7 @@ from cft.errors import CftError
 from cft.registry import SettingsRegistry
 
 if TYPE_CHECKING:
+    from cft.data.fewshot import FewShotSplit
     from cft.train.recipe import FinetuneRecipe
 
 
@@ -122,7 +123,7 @@ class SourceData:
     model: nn.Module
     train: Any
     val: Any
-    selection: Any  # the few-shot split (FewShotSplit) or None
+    selection: FewShotSplit | None  # the few-shot split
     collate: Callable
     eval_collate: Callable
     where: dict[str, Any]  # what split.json records about the images

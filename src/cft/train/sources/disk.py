@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cft.data.folders import ImageItem, list_images, read_image_list
 from cft.errors import CftError
@@ -20,6 +20,11 @@ from cft.train.model import build_model
 from cft.train.sources.base import ImageSection, SourceData, register_data_source
 
 if TYPE_CHECKING:
+    from torch import nn
+
+    from cft.data.fewshot import FewShotSplit
+    from cft.grounding.store import MaskStore
+    from cft.train.masked_data import PairedTransform, StoreImageDataset
     from cft.train.recipe import FinetuneRecipe
 
 
@@ -43,10 +48,10 @@ class DiskSection(ImageSection):
 
 @dataclass
 class DiskData:
-    train: Any  # StoreImageDataset
-    val: Any | None
+    train: StoreImageDataset
+    val: StoreImageDataset | None
     class_names: list[str]
-    selection: Any | None  # FewShotSplit
+    selection: FewShotSplit | None
     items: list[ImageItem]  # the training images
     val_items: list[ImageItem]
 
@@ -89,7 +94,7 @@ def _grouped_items(d: DiskSection, split: int) -> list[ImageItem]:
     return [ImageItem(r.filename, root / r.filename, names[r.y]) for r in read_rows(fmt, root) if r.split == split]
 
 
-def _transforms(d: DiskSection, model: Any) -> tuple[Any, Any]:
+def _transforms(d: DiskSection, model: nn.Module) -> tuple[PairedTransform, PairedTransform]:
     from cft.data.images import preprocessor
     from cft.train.masked_data import PairedTransform
 
@@ -102,7 +107,7 @@ def _transforms(d: DiskSection, model: Any) -> tuple[Any, Any]:
 
 def _select(
     items: list[ImageItem], index: dict[str, int], d: DiskSection
-) -> tuple[list[ImageItem], list[ImageItem], Any]:
+) -> tuple[list[ImageItem], list[ImageItem], FewShotSplit | None]:
     """(few-shot training images, held-out validation images of the same classes, the split)."""
     from cft.data.fewshot import select_few_shot
 
@@ -130,7 +135,7 @@ class ImageChoice:
     class_names: list[str]
     train: list[ImageItem]  # the few-shot images (or all of them without few_shot)
     val: list[ImageItem]
-    selection: Any | None  # FewShotSplit
+    selection: FewShotSplit | None
 
 
 def choose_images(d: DiskSection) -> ImageChoice:
@@ -152,7 +157,7 @@ def choose_images(d: DiskSection) -> ImageChoice:
     return ImageChoice(names, chosen, val_items or held_out, selection)
 
 
-def disk_data(d: DiskSection, model: Any, needs_mask: bool) -> DiskData:
+def disk_data(d: DiskSection, model: nn.Module, needs_mask: bool) -> DiskData:
     """The train (and val) sets of a `folder`, `waterbirds` or `grouped` data section. Validation images of a
     separate `val_root` take their masks from `val_store` (their ids are relative to `val_root`)."""
     from cft.train.masked_data import StoreImageDataset
@@ -170,7 +175,7 @@ def disk_data(d: DiskSection, model: Any, needs_mask: bool) -> DiskData:
     return DiskData(train, val, choice.class_names, choice.selection, choice.train, choice.val)
 
 
-def _store(folder: str | None, items: list[ImageItem]) -> Any:
+def _store(folder: str | None, items: list[ImageItem]) -> MaskStore:
     """The mask store, checked to hold an entry for every image trained or validated on."""
     from cft.grounding.store import MaskStore
 
