@@ -201,7 +201,6 @@ def finetune_row(size: dict, device: torch.device, tmp: Path) -> dict:
         f"data.store={tmp / 'masks'}",
         f"data.image_size={size['img']}",
         f"data.resize={size['img'] + 8}",
-        "data.val_split=null",
         "objective.name=cft",
         "train.epochs=1",
         f"train.batch_size={batch}",

@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import hashlib
 import json
+import math
 import os
 import re
 import socket
@@ -57,8 +58,24 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
+def json_text(obj: object, indent: int | None = None) -> str:
+    """`obj` as strict JSON, which has no NaN or infinity: a non-finite float (an interval from one seed, a score
+    of no images) is written as null, so that every JSON reader (jq, JavaScript, ...) reads cft's files."""
+    return json.dumps(_finite_or_null(obj), indent=indent, sort_keys=indent is not None, allow_nan=False)
+
+
 def write_json_atomic(path: str | Path, obj: object) -> Path:
-    return write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    return write_bytes_atomic(path, (json_text(obj, indent=2) + "\n").encode())
+
+
+def _finite_or_null(obj: object) -> object:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: _finite_or_null(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(value) for value in obj]
+    return obj
 
 
 def check_writable(folder: str | Path, what: str = "--out") -> Path:

@@ -128,6 +128,9 @@ def test_mean_std_of_nested_runs_against_statistics():
     assert mean["b"]["x"] == 3.0 and std["b"]["x"] == 0.0  # the NaNs are left out
     nan_mean, nan_std = mean_std([{"x": float("nan")}, {"x": float("nan")}])
     assert np.isnan(nan_mean["x"]) and np.isnan(nan_std["x"])
+    # None beside numbers (how results files write NaN) counts as NaN; a leaf that is None in every run is no number
+    none_mean, none_std = mean_std([{"x": None, "y": None}, {"x": 0.5, "y": None}, {"x": 0.7, "y": None}])
+    assert none_mean["x"] == pytest.approx(0.6) and none_std["x"] == pytest.approx(0.1) and "y" not in none_mean
 
 
 def test_relevance_peak_inside_against_a_loop():

@@ -130,8 +130,9 @@ def relevance_rank_accuracy(maps: np.ndarray, masks: np.ndarray) -> float:
 
 def mean_std(runs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The one aggregate over runs (seeds, checkpoints) of nested metric dicts: per number, the mean and the
-    population standard deviation (ddof 0; 0 for one run) of its finite values; NaN where no run has one.
-    Integers equal in every run (counts) stay as they are; strings and other leaves are left out."""
+    population standard deviation (ddof 0; 0 for one run) of its finite values; NaN where no run has one (None
+    beside numbers, as results files write an undefined number, counts as NaN). Integers equal in every run
+    (counts) stay as they are; strings and other leaves are left out."""
     mean: dict[str, Any] = {}
     std: dict[str, Any] = {}
     keys = list(dict.fromkeys(k for run in runs for k in run))
@@ -139,14 +140,18 @@ def mean_std(runs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[st
         values = [run[key] for run in runs if key in run]
         if all(isinstance(v, Mapping) for v in values):
             mean[key], std[key] = mean_std(values)
-        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        elif any(v is not None for v in values) and all(v is None or _is_number(v) for v in values):
             if all(isinstance(v, int) for v in values) and len(set(values)) == 1:
                 mean[key], std[key] = values[0], 0
                 continue
-            finite = [float(v) for v in values if math.isfinite(v)]
+            finite = [float(v) for v in values if v is not None and math.isfinite(v)]
             mean[key] = float(np.mean(finite)) if finite else float("nan")
             std[key] = float(np.std(finite)) if len(finite) > 1 else (0.0 if finite else float("nan"))
     return mean, std
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> dict[str, float]:

@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from cft.distributed import Distributed, device_for
 from cft.errors import CftError
-from cft.io import atomic_path, remove_orphans, write_bytes_atomic
+from cft.io import atomic_path, json_text, remove_orphans, write_bytes_atomic
 from cft.models import check_finite, read_state_dict, save_checkpoint
 from cft.precision import AMP_MODES, autocast
 from cft.progress import progress_bar
@@ -328,7 +328,7 @@ class Trainer:
         self.history = json.loads(state["history"])
         if self.dist.rank == 0:  # the saved epochs' lines, also when an interrupt came between state and log
             with atomic_path(self.run_dir / "metrics.jsonl") as tmp:
-                tmp.write_text("".join(json.dumps(record) + "\n" for record in self.history))
+                tmp.write_text("".join(json_text(record) + "\n" for record in self.history))
         sums = json.loads(state.get("epoch_sums_ranks", "[]"))
         self.epoch_sums = json.loads(sums[self.dist.rank]) if len(sums) == self.dist.world_size else {}
         ranks = state.get("rng_ranks")
@@ -339,7 +339,7 @@ class Trainer:
 
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json_text(record) + "\n")
         if self._writer is not None:
             for k, v in record.items():
                 if isinstance(v, int | float):
