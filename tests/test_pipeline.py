@@ -84,6 +84,9 @@ def test_pipeline_end_to_end_and_cached(setup, capsys):
     again = capsys.readouterr().out
     assert "concepts: cached" in again and again.count("fine-tuning cached") == 2
     assert json.loads((out / "results.json").read_text())["eval_sets"] == results["eval_sets"]
+    # a run folder is what `cft compare` reads; against itself every paired difference is zero
+    assert main(["compare", str(out), str(out / "results.json")]) == 0
+    assert "| imagenet-v2 | 16 |" in (table := capsys.readouterr().out) and "| +0.00 ± 0.00 |" in table
 
 
 @pytest.mark.slow

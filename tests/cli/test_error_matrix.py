@@ -53,6 +53,7 @@ def cases(r: Path, out: Path) -> dict[str, tuple[list[str], str]]:
     ev = ["evaluate", "--model", "vit_tiny_patch16_224", *TINY, "--out", str(out / "r.json")]
     ex = ["explain", str(r / "img.png"), *TINY, "--out", str(out)]
     val = f"imagenet-val={r / 'val'}"
+    cmp = ["--out", str(out / "c.json")]
 
     def masks(bank: str, segmenter: str) -> list[str]:
         return ["masks", "--images", str(r / "tree"), "--concepts", str(r / bank), "--segmenter", segmenter,
@@ -118,6 +119,10 @@ def cases(r: Path, out: Path) -> dict[str, tuple[list[str], str]]:
         "evaluate: unknown set": ([*ev, "--eval-set", f"imagenet-z={r}"], "imagenet-z"),
         "evaluate: empty tree": ([*ev, "--eval-set", f"imagenet-sketch={r / 'empty'}"], "empty"),
         "evaluate: eval set without path": ([*ev, "--eval-set", "imagenet-val"], "--eval-set"),
+        # compare
+        "compare: missing results": (["compare", str(r / "nope.json"), str(r / "nope.json"), *cmp], "nope.json"),
+        "compare: not json": (["compare", str(r / "bad_bank.json"), str(r / "bad_bank.json"), *cmp], "bad_bank"),
+        "compare: not results": (["compare", str(r / "bank.json"), str(r / "bank.json"), *cmp], "holds no runs"),
         # concepts
         "concepts: empty bank": (
             ["concepts", "filter", str(r / "empty_bank.json"), "--out", str(out / "b.json")],

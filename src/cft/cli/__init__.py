@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from cft import __version__
-from cft.cli import concepts, demo, evaluate, explain, finetune, ls, masks, recipes, run
+from cft.cli import compare, concepts, demo, evaluate, explain, finetune, ls, masks, recipes, run
 from cft.errors import CftError
 from cft.registry import load_plugins
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cft {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for verb in (explain, demo, concepts, masks, evaluate, run, finetune, recipes, ls):
+    for verb in (explain, demo, concepts, masks, evaluate, compare, run, finetune, recipes, ls):
         verb.add_parser(commands)
     return parser
 
