@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -80,6 +81,8 @@ def test_pipeline_end_to_end_and_cached(setup, capsys):
     bank = json.loads((out / "concepts" / "bank.json").read_text())
     assert "validation" in bank["provenance"] and set(bank["concepts"]) == {n for n, _ in CLASSES.values()}
     assert "fine-tuning" in log and "cached" not in log
+    # a random start (no checkpoint, no hub weights) has no original model to compare with, and says so
+    assert "partly random weights" in results["original"]["skipped"] and "gain" not in results
     assert main(["run", str(setup / "run.yaml"), "--out", str(out)]) == 0
     again = capsys.readouterr().out
     assert "concepts: cached" in again and again.count("fine-tuning cached") == 2
@@ -87,6 +90,39 @@ def test_pipeline_end_to_end_and_cached(setup, capsys):
     # a run folder is what `cft compare` reads; against itself every paired difference is zero
     assert main(["compare", str(out), str(out / "results.json")]) == 0
     assert "| imagenet-v2 | 16 |" in (table := capsys.readouterr().out) and "| +0.00 ± 0.00 |" in table
+
+
+def test_the_gain_over_the_original_model_is_paired_per_seed(setup, capsys):
+    """Starting from a checkpoint, the run evaluates that checkpoint once (`evaluate.original`) and reports each
+    seed's top-1 minus it, with the paired interval; the original's score is `cft evaluate`'s of the same file."""
+    import cft
+    from cft.models import save_checkpoint
+
+    model = cft.load_model("vit_tiny_patch16_224", num_classes=1000, img_size=32, **TINY)
+    with torch.no_grad():
+        model.head.bias[1] = 10.0  # the original says goldfish (class 1) to every image: 4 of the 16 are right
+    start = save_checkpoint(model, setup / "start.safetensors")
+    recipe = yaml.safe_load((setup / "run.yaml").read_text())
+    recipe["finetune"]["model"]["checkpoint"] = str(start)
+    (setup / "run.yaml").write_text(yaml.safe_dump(recipe))
+    out = setup / "out"
+    assert main(["run", str(setup / "run.yaml"), "--out", str(out)]) == 0, capsys.readouterr().err
+    assert "original: " in capsys.readouterr().out  # its evaluation is logged
+    results = json.loads((out / "results.json").read_text())
+    saved, given = read_state_dict(out / "original" / "original.safetensors"), read_state_dict(start)
+    assert saved.keys() == given.keys() and all((saved[k] == given[k]).all() for k in saved)
+    args = ["evaluate", "--model", "vit_tiny_patch16_224", "--checkpoint", str(start), "--out", str(setup / "e.json")]
+    args += ["--model-arg", "img_size=32", *(f"--model-arg={k}={v}" for k, v in TINY.items())]
+    assert main([*args, "--eval-set", f"imagenet-v2={setup / 'v2'}", "--workers", "0", "--device", "cpu"]) == 0
+    direct = json.loads((setup / "e.json").read_text())["eval_sets"]["imagenet-v2"]
+    assert results["original"]["eval_sets"]["imagenet-v2"]["top1"] == direct["top1"] == 0.25
+    gain = results["gain"]["imagenet-v2"]["difference"]
+    tuned = [results["runs"][f"seed{s}"]["imagenet-v2"]["top1"] for s in (0, 1)]
+    assert gain["per_run"] == pytest.approx([t - direct["top1"] for t in tuned]) and gain["n"] == 2
+    assert "## Gain over the original model" in (out / "results.md").read_text()
+    assert main(["run", str(setup / "run.yaml"), "--out", str(out)]) == 0  # cached: nothing is evaluated again
+    assert "original:" not in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text()) == results
 
 
 @pytest.mark.slow

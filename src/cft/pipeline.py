@@ -8,7 +8,8 @@ OUT/
   seed<k>/images.txt            the few-shot images of class-subset seed k
   seed<k>/finetune/             the `cft finetune` run (best.safetensors, split.json, ...)
   seed<k>/eval.json             `cft evaluate` of its best checkpoint, seen vs unseen classes
-  results.json, results.md      mean and std over the seeds
+  original/                     the starting weights and their `cft evaluate` (evaluate.original)
+  results.json, results.md      mean and std over the seeds, and the paired gain over the original
 A stage is done when its `.done.json` marker holds the hash of everything that determines it.
 """
 
@@ -58,6 +59,9 @@ class EvalStage:
     RENAMED: ClassVar[dict[str, str]] = {"benches": "eval_sets"}
 
     eval_sets: dict[str, str] = field(default_factory=dict)  # name -> root, as `cft evaluate --eval-set`
+    # also evaluate the model fine-tuning starts from (once, when its weights are fully determined: a checkpoint, or
+    # hub weights whose head is kept) and report each seed's paired gain over it
+    original: bool = True
     batch_size: int = 64
     workers: int = 4
     device: str = "auto"
@@ -190,29 +194,90 @@ def finetune_stage(recipe, seed: int, out: Path, log) -> Path:
 
 
 def evaluate_stage(recipe: RunRecipe, seed: int, run: Path, out: Path, num_classes: int, log) -> dict[str, Any]:
-    from cft.evaluate.checkpoints import EvalSpec, evaluate_checkpoints
-    from cft.evaluate.scoring import EvalOptions
+    from cft.evaluate.checkpoints import evaluate_checkpoints
 
-    e = recipe.evaluate
-    fr = finetune_recipe(recipe, seed, out)
     path = out / f"seed{seed}" / "eval.json"
-    key = _hash({"evaluate": to_dict(e), "run": (run / ".done.json").read_text()})
+    settings = {k: v for k, v in to_dict(recipe.evaluate).items() if k != "original"}  # keys made before it stay
+    key = _hash({"evaluate": settings, "run": (run / ".done.json").read_text()})
     if _done(path.parent / "eval", key) and path.is_file():
         return json.loads(path.read_text())
-    from cft.models import size_kwargs
-
-    kwargs = {**size_kwargs(fr.model.name, num_classes, fr.data.image_size), **fr.model.kwargs}
-    spec = EvalSpec(
-        model=fr.model.name,
-        eval_sets=dict(e.eval_sets),
-        checkpoints=[str(run / "best.safetensors")],
-        model_kwargs=kwargs,
-        split=str(run / "split.json"),
-        options=EvalOptions(batch_size=e.batch_size, workers=e.workers, device=e.device, progress=False),
+    spec = _eval_spec(recipe, finetune_recipe(recipe, seed, out), run / "best.safetensors", num_classes)
+    results = evaluate_checkpoints(
+        dataclasses.replace(spec, split=str(run / "split.json")), path, log=_prefixed(log, f"seed {seed}")
     )
-    results = evaluate_checkpoints(spec, path, log=lambda s: log(f"seed {seed}: {s}"))
     _mark(path.parent / "eval", key)
     return results
+
+
+def original_stage(recipe: RunRecipe, out: Path, num_classes: int, log) -> dict[str, Any]:
+    """`cft evaluate` of the weights fine-tuning starts from (the same for every seed), on every evaluation set,
+    without a class split; {"skipped": reason} when those weights are partly random (a new head for these classes:
+    no classifier to compare with)."""
+    from cft.evaluate.checkpoints import evaluate_checkpoints
+
+    fr = finetune_recipe(recipe, recipe.seeds[0], out)
+    folder = out / "original"
+    path = folder / "eval.json"
+    key = _hash({"evaluate": to_dict(recipe.evaluate), "model": to_dict(fr.model), "classes": num_classes,
+                 "size": fr.data.image_size, "seed": fr.train.seed})  # fmt: skip
+    if _done(folder, key) and path.is_file():
+        return json.loads(path.read_text())
+    weights = starting_weights(fr, num_classes)
+    if isinstance(weights, str):
+        result: dict[str, Any] = {"skipped": weights}
+        write_json_atomic(path, result)
+    else:
+        from cft.models import save_checkpoint
+
+        checkpoint = save_checkpoint(weights, folder / "original.safetensors")
+        result = evaluate_checkpoints(
+            _eval_spec(recipe, fr, checkpoint, num_classes), path, log=_prefixed(log, "original")
+        )
+    _mark(folder, key)
+    return result
+
+
+def starting_weights(fr, num_classes: int):
+    """The model `cft finetune` starts from (built as it builds it), or why there is none to compare with: built
+    under two seeds, a model whose weights differ has a part initialised at random."""
+    import torch
+
+    from cft.train.model import build_model
+
+    models = []
+    with torch.random.fork_rng(devices=[]):
+        for seed in (fr.train.seed, fr.train.seed + 1):
+            torch.manual_seed(seed)
+            models.append(build_model(fr, num_classes, fr.data.image_size))
+    first, second = (m.state_dict() for m in models)
+    random = [name for name, tensor in first.items() if not torch.equal(tensor, second[name])]
+    if random:
+        return (
+            f"fine-tuning starts from partly random weights ({', '.join(random[:3])}"
+            f"{', ...' if len(random) > 3 else ''} differ between seeds: a new head or no pretrained weights), so "
+            "there is no original model to compare with; compare with a baseline run instead (cft compare)"
+        )
+    return models[0]
+
+
+def _eval_spec(recipe: RunRecipe, fr, checkpoint: Path, num_classes: int):
+    from cft.evaluate.checkpoints import EvalSpec
+    from cft.evaluate.scoring import EvalOptions
+    from cft.models import size_kwargs
+
+    e = recipe.evaluate
+    kwargs = {**size_kwargs(fr.model.name, num_classes, fr.data.image_size), **fr.model.kwargs}
+    return EvalSpec(
+        model=fr.model.name,
+        eval_sets=dict(e.eval_sets),
+        checkpoints=[str(checkpoint)],
+        model_kwargs=kwargs,
+        options=EvalOptions(batch_size=e.batch_size, workers=e.workers, device=e.device, progress=False),
+    )
+
+
+def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    return lambda line: log(f"{prefix}: {line}")
 
 
 # ---- the run -------------------------------------------------------------------------------------------------
@@ -224,6 +289,7 @@ def run_pipeline(recipe: RunRecipe, out: str | Path, log: Callable[[str], None] 
 
 
 def _run_pipeline(recipe: RunRecipe, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    from cft.evaluate.compare import comparison_table
     from cft.evaluate.scoring import RESULTS_FORMAT, aggregate, markdown_table
     from cft.grounding.registry import build_segmenter
     from cft.train.sources.disk import choose_images
@@ -252,10 +318,31 @@ def _run_pipeline(recipe: RunRecipe, out: Path, log: Callable[[str], None]) -> d
             runs[f"seed{seed}"] = result["runs"][str(run / "best.safetensors")]
     mean, std = aggregate(runs) if runs else ({}, {})
     results = {"format": RESULTS_FORMAT, "eval_sets": mean, "std": std, "runs": runs, "seeds": recipe.seeds}
+    table = markdown_table(mean, std, len(runs)) if runs else ""
+    if runs and recipe.evaluate.original:
+        original = original_stage(recipe, out, len(everything.class_names), log)
+        results["original"], gain = _gain(runs, original, out)
+        if gain is not None:
+            results["gain"] = gain["eval_sets"]
+            table += "\n## Gain over the original model\n\n" + comparison_table(gain)
     write_json_atomic(out / "results.json", results)
     if runs:
-        write_bytes_atomic(out / "results.md", markdown_table(mean, std, len(runs)).encode())
+        write_bytes_atomic(out / "results.md", table.encode())
     return results
+
+
+def _gain(runs: dict[str, Any], original: dict[str, Any], out: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(what results.json says of the original, the paired comparison fine-tuned - original over the seeds)."""
+    from cft.evaluate.compare import ResultsFile, compare_results
+
+    if "skipped" in original:
+        return {"skipped": original["skipped"]}, None
+    scores = next(iter(original["runs"].values()))
+    tuned = ResultsFile(out / "results.json", runs, by_seed=False)
+    start = ResultsFile(out / "original" / "eval.json", {seed: scores for seed in runs}, by_seed=False)
+    gain = compare_results(tuned, start)
+    gain.update(a="fine-tuned (each seed's best checkpoint)", b="the original model (original/eval.json)")
+    return {"eval_sets": scores}, gain
 
 
 __all__ = ["RunRecipe", "load_run_recipe", "run_pipeline"]

@@ -14,7 +14,8 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
             "Run a pipeline recipe (a file or a packaged name such as imagenet/vit-b16; `cft recipes ls`): "
             "concepts (proposed, filtered, validated on the "
             "training images), masks for each seed's few-shot images, fine-tuning, evaluation of the best "
-            "checkpoint, and the mean and std over the class-subset seeds in OUT/results.json and results.md. "
+            "checkpoint, and the mean and std over the class-subset seeds in OUT/results.json and results.md, "
+            "with each seed's paired gain over the original model (evaluate.original). "
             "Every stage is cached: a rerun, or a run killed at any point, continues where it stopped."
         ),
     )
