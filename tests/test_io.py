@@ -28,3 +28,13 @@ def test_json_artifacts_write_non_finite_numbers_as_null(tmp_path):
 def test_json_lines_are_strict_too():
     """One record per line (metrics.jsonl): compact, keys in the record's order, NaN as null."""
     assert json_text({"epoch": 1, "val_loss": math.nan, "lr": 1e-4}) == '{"epoch": 1, "val_loss": null, "lr": 0.0001}'
+
+
+def test_file_sha256_reads_in_chunks_as_one_read_would(tmp_path):
+    import hashlib
+
+    from cft.io import file_sha256
+
+    data = bytes(range(256)) * 9000  # over two 1 MiB chunks
+    (tmp_path / "w.bin").write_bytes(data)
+    assert file_sha256(tmp_path / "w.bin") == hashlib.sha256(data).hexdigest()

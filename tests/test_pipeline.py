@@ -123,6 +123,15 @@ def test_the_gain_over_the_original_model_is_paired_per_seed(setup, capsys):
     assert main(["run", str(setup / "run.yaml"), "--out", str(out)]) == 0  # cached: nothing is evaluated again
     assert "original:" not in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text()) == results
+    # new weights at the same path: the cached stages came from the old ones, and the run says so instead of
+    # reporting them (or deleting them)
+    with torch.no_grad():
+        model.head.bias[2] = 20.0
+    save_checkpoint(model, start)
+    assert main(["run", str(setup / "run.yaml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "seed0/finetune was made from model.checkpoint" in err and "has changed since" in err
+    assert json.loads((out / "results.json").read_text()) == results
 
 
 @pytest.mark.slow

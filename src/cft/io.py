@@ -58,6 +58,15 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in chunks (a checkpoint of several hundred MB is never held whole)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def json_text(obj: object, indent: int | None = None) -> str:
     """`obj` as strict JSON, which has no NaN or infinity: a non-finite float (an interval from one seed, a score
     of no images) is written as null, so that every JSON reader (jq, JavaScript, ...) reads cft's files."""

@@ -28,7 +28,7 @@ from cft.concepts.llm import Sampling
 from cft.concepts.validate import ValidationConfig
 from cft.config import from_dict, load_config_data, save_config, to_dict
 from cft.errors import CftError
-from cft.io import exclusive_folder, write_bytes_atomic, write_json_atomic
+from cft.io import exclusive_folder, file_sha256, write_bytes_atomic, write_json_atomic
 
 
 @dataclass
@@ -120,6 +120,28 @@ def _mark(folder: Path, key: str) -> None:
     write_json_atomic(folder / ".done.json", {"key": key})
 
 
+def _check_start(folder: Path, fr) -> None:
+    """A stage built on `model.checkpoint` records the file's sha256 in its folder; when the file at that path has
+    changed since, its cached (or half-done) work came from other weights: an error, never a silently stale result
+    (nor a deleted one)."""
+    if fr.model.checkpoint is None:
+        return
+    record = folder / ".start.json"
+    digest = file_sha256(fr.model.checkpoint)
+    try:
+        before = json.loads(record.read_text()).get("checkpoint_sha256")
+    except (OSError, ValueError, AttributeError):
+        before = None
+    if before is not None and before != digest:
+        raise CftError(
+            f"{folder} was made from model.checkpoint {fr.model.checkpoint} when its sha256 was {before[:12]}...; "
+            f"the file has changed since ({digest[:12]}...): delete {folder} to redo it from the new weights, or "
+            "choose another --out"
+        )
+    if before is None:
+        write_json_atomic(record, {"checkpoint": str(fr.model.checkpoint), "checkpoint_sha256": digest})
+
+
 # ---- stages --------------------------------------------------------------------------------------------------
 def concept_stage(recipe: RunRecipe, out: Path, class_names: list[str], segmenter, images, log) -> Path:
     from cft.concepts.llm import ResponseCache
@@ -183,6 +205,7 @@ def finetune_stage(recipe, seed: int, out: Path, log) -> Path:
     fr = finetune_recipe(recipe, seed, out)
     folder = out / f"seed{seed}" / "finetune"
     key = _hash(to_dict(fr))
+    _check_start(folder, fr)
     if _done(folder, key):
         log(f"seed {seed}: fine-tuning cached")
         return folder
@@ -220,6 +243,7 @@ def original_stage(recipe: RunRecipe, out: Path, num_classes: int, log) -> dict[
     path = folder / "eval.json"
     key = _hash({"evaluate": to_dict(recipe.evaluate), "model": to_dict(fr.model), "classes": num_classes,
                  "size": fr.data.image_size, "seed": fr.train.seed})  # fmt: skip
+    _check_start(folder, fr)
     if _done(folder, key) and path.is_file():
         return json.loads(path.read_text())
     weights = starting_weights(fr, num_classes)
