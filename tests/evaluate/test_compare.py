@@ -109,3 +109,19 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     assert "nowhere" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--level", "95"]) == 2
     assert "--level must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_run_folders_whose_training_images_differ_are_flagged(tmp_path, capsys):
+    """Two cft run folders pair by seed; where a seed's few-shot images (seed<k>/images.txt) differ, the training
+    is not paired and the comparison says so (the field and a note under the table)."""
+    for name, second in (("a", "cat/2.png"), ("b", "cat/9.png")):
+        write_run(tmp_path / name / "results.json", {"imagenet-v2": [0.5, 0.6]})
+        for seed, images in ((0, "cat/1.png\n"), (1, f"cat/1.png\n{second}\n")):
+            (tmp_path / name / f"seed{seed}").mkdir()
+            (tmp_path / name / f"seed{seed}" / "images.txt").write_text(images)
+    result = compare_results(read_results(tmp_path / "a"), read_results(tmp_path / "b"))
+    assert result["training_images_differ"] == ["seed1"]
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "fine-tuned on other images in seed1" in capsys.readouterr().out
+    (tmp_path / "b" / "seed1" / "images.txt").write_text("cat/1.png\ncat/2.png\n")
+    assert compare_results(read_results(tmp_path / "a"), read_results(tmp_path / "b"))["training_images_differ"] == []

@@ -106,9 +106,25 @@ def compare_results(a: ResultsFile, b: ResultsFile, metric: str = "top1", level:
         "metric": metric,
         "level": level,
         "pairs": [list(pair) for pair in pairs],
+        "training_images_differ": _training_images_differ(a, b, pairs),
         "eval_sets": compared,
         "skipped": skipped,
     }
+
+
+def _training_images_differ(a: ResultsFile, b: ResultsFile, pairs: list[tuple[str, str]]) -> list[str] | None:
+    """For two `cft run` folders: the seeds whose few-shot images (seed<k>/images.txt) differ between A and B (a
+    paired comparison trains both variants on the same images); None where the files do not tell."""
+    if not (a.by_seed and b.by_seed):
+        return None
+    differ = []
+    for seed, _ in pairs:
+        lists = [r.path.parent / seed / "images.txt" for r in (a, b)]
+        if not all(f.is_file() for f in lists):
+            return None
+        if lists[0].read_text().split() != lists[1].read_text().split():
+            differ.append(seed)
+    return differ
 
 
 def _not_comparable(a: ResultsFile, b: ResultsFile, pairs: list[tuple[str, str]], name: str, metric: str) -> str:
@@ -153,6 +169,11 @@ def comparison_table(result: Mapping[str, Any]) -> str:
         lines.append(f"| {name} | {cell['n'] if cell['n'] is not None else ''} | " + " | ".join(row) + " |")
     for name, reason in result["skipped"].items():
         lines.append(f"\nskipped {name}: {reason}")
+    if result.get("training_images_differ"):
+        lines.append(
+            f"\nnote: A and B fine-tuned on other images in {', '.join(result['training_images_differ'])} "
+            "(seed<k>/images.txt differ): the test images are paired, the training images are not"
+        )
     return "\n".join(lines) + "\n"
 
 
