@@ -34,6 +34,19 @@ def test_yaml_then_overrides_win(tmp_path):
     assert isinstance(cfg.inner.lr, float)
 
 
+def test_tilde_overrides_delete_keys_of_the_file_before_the_values_apply(tmp_path):
+    """`~key` deletes key from the file (Hydra's syntax), whatever its place among the overrides: `~inner` then
+    `inner.lr=2` replaces the section; a key that is not there, or a deletion with a value, is an error."""
+    path = tmp_path / "c.yaml"
+    path.write_text("inner:\n  lr: 0.5\n  name: deit\nseed: 3\n")
+    assert load_config(Outer, path, ["inner.lr=2", "~inner"]) == Outer(Inner(lr=2.0), 3)
+    assert load_config(Outer, path, ["~inner.name", "~seed"]) == Outer(Inner(lr=0.5), 0)
+    for item, needle in (("~inner.size", "inner.size is not in the config"), ("~nope.x", "nope.x is not in"),
+                         ("~seed=4", "a deletion is ~key.sub, without a value"), ("~", "without a value")):  # fmt: skip
+        with pytest.raises(CftError, match=re.escape(needle)):
+            load_config(Outer, path, [item])
+
+
 def test_save_and_reload(tmp_path):
     cfg = Outer(Inner(checkpoint="x.safetensors"), seed=4)
     save_config(cfg, tmp_path / "resolved.yaml")

@@ -92,6 +92,20 @@ def test_pipeline_end_to_end_and_cached(setup, capsys):
     assert "| imagenet-v2 | 16 |" in (table := capsys.readouterr().out) and "| +0.00 ± 0.00 |" in table
 
 
+def test_a_baseline_without_guidance_needs_no_concepts_nor_masks(setup, capsys):
+    """A no-guidance run (the baseline to compare cft with) skips the concept and mask stages: no language model or
+    segmenter is loaded (here the segmenter's model does not even exist), and it is paired with cft by seed."""
+    recipe = yaml.safe_load((setup / "run.yaml").read_text())
+    recipe["finetune"]["objective"] = {"name": "no-guidance"}
+    recipe["masks"]["options"]["clipseg_model"] = str(setup / "no-such-model")
+    (setup / "baseline.yaml").write_text(yaml.safe_dump(recipe))
+    out = setup / "baseline"
+    assert main(["run", str(setup / "baseline.yaml"), "--out", str(out)]) == 0, capsys.readouterr().err
+    assert "concepts and masks: not needed by objective 'no-guidance'" in capsys.readouterr().out
+    assert not (out / "concepts").exists() and not (out / "masks").exists()
+    assert set(json.loads((out / "results.json").read_text())["runs"]) == {"seed0", "seed1"}
+
+
 def test_the_gain_over_the_original_model_is_paired_per_seed(setup, capsys):
     """Starting from a checkpoint, the run evaluates that checkpoint once (`evaluate.original`) and reports each
     seed's top-1 minus it, with the paired interval; the original's score is `cft evaluate`'s of the same file."""

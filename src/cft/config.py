@@ -7,6 +7,7 @@ output so a run can be repeated exactly.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import math
 import re
@@ -340,7 +341,27 @@ def load_config_data(
             raise CftError(
                 f"config file {path} is a {declared} recipe, not a {kind} one; run it with `{RECIPE_KINDS[declared]}`"
             )
-    return merge(merge(base or {}, file_data), parse_overrides(list(overrides)))
+    deletions = [item for item in overrides if item.startswith("~")]
+    values = [item for item in overrides if not item.startswith("~")]
+    return merge(delete_keys(merge(base or {}, file_data), deletions), parse_overrides(values))
+
+
+def delete_keys(data: dict[str, Any], deletions: Sequence[str]) -> dict[str, Any]:
+    """`~key.sub` overrides (as Hydra writes them): delete key.sub from the config read so far, the file, before the
+    `key=value` overrides apply; e.g. `~objective` then `objective.name=erm` replaces a whole section."""
+    out = copy.deepcopy(data)
+    for item in deletions:
+        path = item[1:].strip()
+        if "=" in path or not path:
+            raise CftError(f"override {item!r}: a deletion is ~key.sub, without a value")
+        *parents, leaf = path.split(".")
+        node: Any = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            raise CftError(f"override {item!r}: {path} is not in the config, so there is nothing to delete")
+        del node[leaf]
+    return out
 
 
 def load_config(

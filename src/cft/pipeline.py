@@ -316,16 +316,21 @@ def _run_pipeline(recipe: RunRecipe, out: Path, log: Callable[[str], None]) -> d
     from cft.evaluate.compare import comparison_table
     from cft.evaluate.scoring import RESULTS_FORMAT, aggregate, markdown_table
     from cft.grounding.registry import build_segmenter
+    from cft.train import build_objective
     from cft.train.sources.disk import choose_images
 
     save_config(recipe, out / "recipe.yaml", kind="run")
-    segmenter = build_segmenter(recipe.masks.segmenter, **recipe.masks.options)
-    data = finetune_recipe(recipe, recipe.seeds[0], out).data
-    everything = choose_images(dataclasses.replace(data, few_shot=None))
-    by_class: dict[str, list] = {}
-    for it in everything.train:
-        by_class.setdefault(it.label, []).append(it)
-    bank_path = concept_stage(recipe, out, sorted(by_class), segmenter, by_class, log)
+    first = finetune_recipe(recipe, recipe.seeds[0], out)
+    everything = choose_images(dataclasses.replace(first.data, few_shot=None))
+    needs_mask = build_objective(first.objective).needs_mask
+    if needs_mask:
+        segmenter = build_segmenter(recipe.masks.segmenter, **recipe.masks.options)
+        by_class: dict[str, list] = {}
+        for it in everything.train:
+            by_class.setdefault(it.label, []).append(it)
+        bank_path = concept_stage(recipe, out, sorted(by_class), segmenter, by_class, log)
+    else:  # a baseline without guidance (erm, no-guidance): no concepts, no segmenter, no masks
+        log(f"concepts and masks: not needed by objective {first.objective.name!r}")
     runs: dict[str, dict[str, Any]] = {}
     for seed in recipe.seeds:
         data = finetune_recipe(recipe, seed, out).data
@@ -333,9 +338,10 @@ def _run_pipeline(recipe: RunRecipe, out: Path, log: Callable[[str], None]) -> d
         write_bytes_atomic(
             out / f"seed{seed}" / "images.txt", "".join(f"{i.image_id}\n" for i in choice.train).encode()
         )
-        mask_stage(recipe, bank_path, segmenter, choice.train, out / "masks", log)
-        separate = data.source == "folder" and data.val_root
-        mask_stage(recipe, bank_path, segmenter, choice.val, out / ("masks-val" if separate else "masks"), log)
+        if needs_mask:
+            mask_stage(recipe, bank_path, segmenter, choice.train, out / "masks", log)
+            separate = data.source == "folder" and data.val_root
+            mask_stage(recipe, bank_path, segmenter, choice.val, out / ("masks-val" if separate else "masks"), log)
         run = finetune_stage(recipe, seed, out, log)
         if recipe.evaluate.eval_sets:
             result = evaluate_stage(recipe, seed, run, out, len(everything.class_names), log)

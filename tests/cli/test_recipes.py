@@ -66,6 +66,17 @@ def test_validate_names_the_bad_field(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+def test_a_packaged_recipe_switches_objective_by_deleting_its_section(capsys):
+    """The paired baseline of a packaged cft recipe: its objective section holds cft's fields, so naming another
+    objective alone is refused (the field is named); `~finetune.objective` first deletes the section."""
+    switch = ["--set", "finetune.objective.name=no-guidance"]
+    assert main(["recipes", "validate", "imagenet/vit-b16", *switch]) == 2
+    assert "objective.form is a setting of objective.name cft, not of no-guidance" in capsys.readouterr().err
+    assert main(["recipes", "validate", "imagenet/vit-b16", "--set", "~finetune.objective", *switch]) == 0
+    assert main(["recipes", "validate", "imagenet/vit-b16", "--set", "~finetune.objectiv"]) == 2
+    assert "finetune.objectiv is not in the config" in capsys.readouterr().err
+
+
 def test_the_packaged_demo_config_is_the_default():
     """demo.yaml lists every field at its default: loading it gives exactly demo_config()."""
     assert demo_config(load_config_data("demo")) == demo_config()

@@ -40,7 +40,11 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
         help="a demo config: a file or a packaged name (`cft recipes cp demo FILE` writes the defaults to edit)",
     )
     demo.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. seeds=[0,1]"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. seeds=[0,1] (~KEY deletes KEY from the config)",
     )
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.add_argument(

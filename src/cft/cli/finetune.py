@@ -25,8 +25,8 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a recipe field, VALUE read as YAML (e.g. train.epochs=5, data.few_shot.per_class=10); "
-        "repeatable",
+        help="override a recipe field, VALUE read as YAML (e.g. train.epochs=5, data.few_shot.per_class=10), or "
+        "~KEY to delete KEY from the recipe first (e.g. ~objective with objective.name=erm); repeatable",
     )
     finetune.add_argument("--out", required=True, metavar="DIR", help="the run folder")
     finetune.add_argument("--resume", action="store_true", help="continue the run saved in --out")

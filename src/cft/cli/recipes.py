@@ -32,7 +32,9 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     check = verbs.add_parser("validate", help="read and check a recipe (a name or a file) without running it")
     check.add_argument("recipe", metavar="RECIPE", help="a packaged recipe name or a YAML file")
     check.add_argument("--kind", choices=KINDS, help="what the recipe is for (default: its `kind:` line)")
-    check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
+    check.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field (~KEY deletes it)"
+    )
     check.set_defaults(run=validate_recipe)
 
 

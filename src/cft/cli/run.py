@@ -21,7 +21,14 @@ def add_parser(subcommands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("recipe", metavar="RECIPE", help="the pipeline recipe: a YAML file or a packaged name")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field, or ~KEY to delete KEY from the recipe first (e.g. ~finetune.objective with "
+        "finetune.objective.name=no-guidance: the baseline run)",
+    )
     p.set_defaults(run=run_pipeline_command)
 
 
