@@ -21,6 +21,7 @@ pytest.importorskip("transformers")  # the tiny CLIPSeg
 
 from cft.cli import main  # noqa: E402
 from cft.config import packaged_recipes  # noqa: E402
+from cft.errors import CftError  # noqa: E402
 from cft.models import read_state_dict  # noqa: E402
 from tests.helpers.grounding import save, tiny_clipseg, write_vocab  # noqa: E402
 from tests.helpers.masks import write_bank  # noqa: E402
@@ -90,6 +91,18 @@ def test_pipeline_end_to_end_and_cached(setup, capsys):
     # a run folder is what `cft compare` reads; against itself every paired difference is zero
     assert main(["compare", str(out), str(out / "results.json")]) == 0
     assert "| imagenet-v2 | 16 |" in (table := capsys.readouterr().out) and "| +0.00 ± 0.00 |" in table
+
+
+def test_object_masks_runs_train_on_object_masks(setup):
+    """masks.object_masks makes the store's masks object masks, and the fine-tuning reads them as such; a recipe
+    that asks the fine-tuning for the other kind is refused before anything runs."""
+    from cft.pipeline import finetune_recipe, load_run_recipe
+
+    run = setup / "run.yaml"
+    assert finetune_recipe(load_run_recipe(run, ["masks.object_masks=true"]), 0, setup).data.masks == "object"
+    assert finetune_recipe(load_run_recipe(run), 0, setup).data.masks == "concepts"
+    with pytest.raises(CftError, match="finetune.data.masks is 'concepts' but masks.object_masks is True"):
+        load_run_recipe(run, ["masks.object_masks=true", "finetune.data.masks=concepts"])
 
 
 def test_a_baseline_without_guidance_needs_no_concepts_nor_masks(setup, capsys):

@@ -97,6 +97,14 @@ def finetune_recipe(recipe: RunRecipe, seed: int, out: Path):
     if section.get("source", "folder") not in disk_sources():
         raise CftError(f"run recipe: finetune.data.source must be one of {', '.join(disk_sources())}")
     section.setdefault("source", "folder")
+    kind = "object" if recipe.masks.object_masks else "concepts"  # what OUT/masks holds
+    if section.get("masks", kind) not in (kind, "none"):
+        raise CftError(
+            f"run recipe: finetune.data.masks is {section['masks']!r} but masks.object_masks is "
+            f"{recipe.masks.object_masks}, so the run's masks are {kind} masks; set finetune.data.masks={kind} (or "
+            f"masks.object_masks={str(not recipe.masks.object_masks).lower()})"
+        )
+    section.setdefault("masks", kind)
     few = section.get("few_shot") or {}
     section["few_shot"] = {**few, "seed": seed}
     section["store"] = str(out / "masks")

@@ -89,6 +89,10 @@ def test_folder_errors(tmp_path, tree, capsys):
     assert "data.image_size" in capsys.readouterr().err
     assert finetune(tmp_path, "objective.name=erm", "data.masks=none", f"data.root={tmp_path / 'no'}") == 2
     assert "does not exist" in capsys.readouterr().err
+    # the store holds concept masks: asking for object masks is an error, not concept masks under another name
+    assert finetune(tmp_path, f"data.store={tmp_path / 'store'}", "data.masks=object", out="run3") == 2
+    err = capsys.readouterr().err
+    assert "data.masks is 'object' but mask store" in err and "made without --object-masks: concept masks" in err
     # the fields of sources drawn from named splits are not the folder's: an error, not a silently ignored setting
     assert finetune(tmp_path, "objective.name=erm", "data.masks=none", "data.n_train=10") == 2
     assert "data.n_train is a setting of data.source world, decoy, not of folder: delete it" in capsys.readouterr().err

@@ -167,22 +167,30 @@ def disk_data(d: DiskSection, model: nn.Module, needs_mask: bool) -> DiskData:
     separate = d.source == "folder" and d.val_root is not None
     store = val_store = None
     if needs_mask:
-        store = _store(d.store, choice.train if separate else [*choice.train, *choice.val])
-        val_store = (_store(d.val_store or d.store, choice.val) if separate else store) if choice.val else None
+        store = _store(d.store, choice.train if separate else [*choice.train, *choice.val], d.masks)
+        val_store = (_store(d.val_store or d.store, choice.val, d.masks) if separate else store) if choice.val else None
     train_tf, eval_tf = _transforms(d, model)
     train = StoreImageDataset(choice.train, index, store, train_tf)
     val = StoreImageDataset(choice.val, index, val_store, eval_tf) if choice.val else None
     return DiskData(train, val, choice.class_names, choice.selection, choice.train, choice.val)
 
 
-def _store(folder: str | None, items: list[ImageItem]) -> MaskStore:
-    """The mask store, checked to hold an entry for every image trained or validated on."""
+def _store(folder: str | None, items: list[ImageItem], masks: str) -> MaskStore:
+    """The mask store, checked to hold an entry for every image trained or validated on, and the kind of masks
+    `data.masks` asks for (a store holds one kind: concept masks, or object masks made with --object-masks)."""
     from cft.grounding.store import MaskStore
 
     if not folder:
         raise CftError("the objective is guided by masks: set data.store to a mask store made by `cft masks`")
     store = MaskStore(folder)
-    store.description()  # a clear error when it is not a store
+    holds_objects = store.description().get("object_masks")  # a clear error when it is not a store
+    if holds_objects is not None and bool(holds_objects) != (masks == "object"):
+        made = "with --object-masks: object" if holds_objects else "without --object-masks: concept"
+        raise CftError(
+            f"data.masks is {masks!r} but mask store {folder} was made {made} masks; give data.store a store made "
+            f"{'without' if holds_objects else 'with'} `cft masks --object-masks`, or set data.masks="
+            f"{'object' if holds_objects else 'concepts'}"
+        )
     status = {it.image_id: store.status(it.image_id, "") for it in items}
     corrupt = [i for i, state in status.items() if state == "corrupt"]
     if corrupt:  # named with its file; `cft masks` redoes corrupt entries
