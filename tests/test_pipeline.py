@@ -93,6 +93,27 @@ def test_pipeline_end_to_end_and_cached(setup, capsys):
     assert "| imagenet-v2 | 16 |" in (table := capsys.readouterr().out) and "| +0.00 ± 0.00 |" in table
 
 
+def test_changed_fine_tuning_settings_retrain_and_keep_the_previous_run(setup, capsys):
+    """A rerun with another learning rate retrains each seed (the finished runs are renamed, not lost) and
+    re-evaluates; more epochs alone continue the runs instead."""
+    out, run = setup / "out", ["run", str(setup / "run.yaml"), "--out", str(setup / "out")]
+    assert main(run) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.count("imagenet-v2: ") == 2
+    assert main([*run, "--set", "finetune.train.optim.lr=5e-4"]) == 0, capsys.readouterr().err
+    log = capsys.readouterr().out
+    assert log.count("fine-tuning settings changed (train.optim.lr); the previous run is kept in") == 2
+    old = yaml.safe_load((out / "seed0" / "finetune.old-1" / "config.yaml").read_text())
+    new = yaml.safe_load((out / "seed0" / "finetune" / "config.yaml").read_text())
+    assert old["train"]["optim"]["lr"] == 1e-3 and new["train"]["optim"]["lr"] == 5e-4
+    assert (out / "seed0" / "finetune.old-1" / "best.safetensors").is_file()
+    assert log.count("imagenet-v2: ") == 2  # each seed's new checkpoint evaluated again
+    assert main([*run, "--set", "finetune.train.optim.lr=5e-4", "--set", "finetune.train.epochs=3"]) == 0
+    log = capsys.readouterr().out
+    assert log.count("fine-tuning (resumed)") == 2 and "settings changed" not in log
+    assert len((out / "seed1" / "finetune" / "metrics.jsonl").read_text().splitlines()) == 3
+    assert not (out / "seed0" / "finetune.old-2").exists()
+
+
 def test_object_masks_runs_train_on_object_masks(setup):
     """masks.object_masks makes the store's masks object masks, and the fine-tuning reads them as such; a recipe
     that asks the fine-tuning for the other kind is refused before anything runs."""

@@ -128,6 +128,15 @@ def _mark(folder: Path, key: str) -> None:
     write_json_atomic(folder / ".done.json", {"key": key})
 
 
+def _set_aside(folder: Path) -> Path:
+    """Rename `folder` to the first free `<name>.old-<n>` beside it (a rename: nothing is copied or lost)."""
+    n = 1
+    while (aside := folder.with_name(f"{folder.name}.old-{n}")).exists():
+        n += 1
+    folder.rename(aside)
+    return aside
+
+
 def _check_start(folder: Path, fr) -> None:
     """A stage built on `model.checkpoint` records the file's sha256 in its folder; when the file at that path has
     changed since, its cached (or half-done) work came from other weights: an error, never a silently stale result
@@ -208,11 +217,15 @@ def mask_stage(recipe: RunRecipe, bank_path: Path, segmenter, items, folder: Pat
 
 
 def finetune_stage(recipe, seed: int, out: Path, log) -> Path:
-    from cft.train.recipe import run_finetune
+    from cft.train.recipe import resume_conflicts, run_finetune
 
     fr = finetune_recipe(recipe, seed, out)
     folder = out / f"seed{seed}" / "finetune"
     key = _hash(to_dict(fr))
+    changed = resume_conflicts(fr, folder / "config.yaml")
+    if changed:  # made with other settings: kept beside, never overwritten (train.epochs alone continues the run)
+        aside = _set_aside(folder)
+        log(f"seed {seed}: fine-tuning settings changed ({', '.join(changed)}); the previous run is kept in {aside}")
     _check_start(folder, fr)
     if _done(folder, key):
         log(f"seed {seed}: fine-tuning cached")

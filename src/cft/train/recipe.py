@@ -50,6 +50,7 @@ __all__ = [
     "load_recipe",
     "recipe_from_dict",
     "register_data_source",
+    "resume_conflicts",
     "run_finetune",
 ]
 
@@ -133,28 +134,34 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _check_resume(recipe: FinetuneRecipe, path: Path) -> None:
-    """A resumed run must train on the same data with the same model and objective as the run it continues. A
-    field the saved recipe lacks (added since) counts as its default; a saved field the recipe's objective or data
-    source does not have (another one's, or one removed since) is never read, so it cannot differ."""
+    """A resumed run must train on the same data with the same model and objective as the run it continues."""
+    changed = resume_conflicts(recipe, path)
+    if changed:
+        raise CftError(
+            f"--resume with a recipe that differs from the run's {path} in {', '.join(changed)}; "
+            "only train.epochs (and logging fields) may change when resuming"
+        )
+
+
+def resume_conflicts(recipe: FinetuneRecipe, path: Path) -> list[str]:
+    """The fields (e.g. `train.optim.lr`) in which `recipe` differs from the run recipe saved at `path`, except
+    those a resumed run may change (RESUMABLE_CHANGES); empty: the run can be resumed with `recipe`. A field the
+    saved recipe lacks (added since) counts as its default; a saved field the recipe's objective or data source
+    does not have (another one's, or one removed since) is never read, so it cannot differ."""
     if not path.is_file():
-        return
+        return []
     saved = load_yaml(path.read_text(), f"the saved recipe {path}") or {}
     saved = _flat({k: v for k, v in saved.items() if k != "kind"} if isinstance(saved, dict) else {})
     now = _flat(to_dict(recipe))
     defaults = _flat(to_dict(FinetuneRecipe(**{s: _defaults_of(getattr(recipe, s)) for s in SECTIONS})))
     fields = {f"{s}.{f.name}" for s in SECTIONS for f in dataclasses.fields(getattr(recipe, s))}
-    changed = sorted(
+    return sorted(
         k
         for k in set(saved) | set(now)
         if k not in RESUMABLE_CHANGES
         and ".".join(k.split(".")[:2]) in fields
         and (saved[k] if k in saved else defaults.get(k)) != now.get(k)
     )
-    if changed:
-        raise CftError(
-            f"--resume with a recipe that differs from the run's {path} in {', '.join(changed)}; "
-            "only train.epochs (and logging fields) may change when resuming"
-        )
 
 
 def _defaults_of(section: Any) -> Any:
