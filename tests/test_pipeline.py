@@ -112,6 +112,13 @@ def test_changed_fine_tuning_settings_retrain_and_keep_the_previous_run(setup, c
     assert log.count("fine-tuning (resumed)") == 2 and "settings changed" not in log
     assert len((out / "seed1" / "finetune" / "metrics.jsonl").read_text().splitlines()) == 3
     assert not (out / "seed0" / "finetune.old-2").exists()
+    # other masks (another guidance mode): the store is made anew beside the old one, and every seed retrains
+    assert main([*run, "--set", "finetune.train.optim.lr=5e-4", "--set", "finetune.train.epochs=3",
+                 "--set", "masks.guidance=weighted"]) == 0, capsys.readouterr().err  # fmt: skip
+    log = capsys.readouterr().out
+    assert "masks masks: settings changed (mode: 'union' -> 'weighted'); the previous store is kept in" in log
+    assert log.count("fine-tuning settings changed (masks)") == 2 and (out / "masks.old-1" / "store.json").is_file()
+    assert (out / "seed1" / "finetune.old-2" / "best.safetensors").is_file()
 
 
 def test_object_masks_runs_train_on_object_masks(setup):
@@ -171,15 +178,16 @@ def test_the_gain_over_the_original_model_is_paired_per_seed(setup, capsys):
     assert main(["run", str(setup / "run.yaml"), "--out", str(out)]) == 0  # cached: nothing is evaluated again
     assert "original:" not in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text()) == results
-    # new weights at the same path: the cached stages came from the old ones, and the run says so instead of
-    # reporting them (or deleting them)
+    # new weights at the same path: the cached stages came from the old ones, so each seed retrains (the old run
+    # kept beside) and the original is evaluated again
     with torch.no_grad():
-        model.head.bias[2] = 20.0
+        model.head.bias[1], model.head.bias[999] = 0.0, 20.0  # now it says class 999, which no image has
     save_checkpoint(model, start)
-    assert main(["run", str(setup / "run.yaml"), "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert "seed0/finetune was made from model.checkpoint" in err and "has changed since" in err
-    assert json.loads((out / "results.json").read_text()) == results
+    assert main(["run", str(setup / "run.yaml"), "--out", str(out)]) == 0, capsys.readouterr().err
+    log = capsys.readouterr().out
+    assert log.count("settings changed (model.checkpoint (its bytes)); the previous run is kept in") == 2
+    assert (out / "seed0" / "finetune.old-1" / "best.safetensors").is_file()
+    assert json.loads((out / "results.json").read_text())["original"]["eval_sets"]["imagenet-v2"]["top1"] == 0.0
 
 
 @pytest.mark.slow

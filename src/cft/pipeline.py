@@ -137,28 +137,6 @@ def _set_aside(folder: Path) -> Path:
     return aside
 
 
-def _check_start(folder: Path, fr) -> None:
-    """A stage built on `model.checkpoint` records the file's sha256 in its folder; when the file at that path has
-    changed since, its cached (or half-done) work came from other weights: an error, never a silently stale result
-    (nor a deleted one)."""
-    if fr.model.checkpoint is None:
-        return
-    record = folder / ".start.json"
-    digest = file_sha256(fr.model.checkpoint)
-    try:
-        before = json.loads(record.read_text()).get("checkpoint_sha256")
-    except (OSError, ValueError, AttributeError):
-        before = None
-    if before is not None and before != digest:
-        raise CftError(
-            f"{folder} was made from model.checkpoint {fr.model.checkpoint} when its sha256 was {before[:12]}...; "
-            f"the file has changed since ({digest[:12]}...): delete {folder} to redo it from the new weights, or "
-            "choose another --out"
-        )
-    if before is None:
-        write_json_atomic(record, {"checkpoint": str(fr.model.checkpoint), "checkpoint_sha256": digest})
-
-
 # ---- stages --------------------------------------------------------------------------------------------------
 def concept_stage(recipe: RunRecipe, out: Path, class_names: list[str], segmenter, images, log) -> Path:
     from cft.concepts.llm import ResponseCache
@@ -197,12 +175,17 @@ def concept_stage(recipe: RunRecipe, out: Path, class_names: list[str], segmente
 
 def mask_stage(recipe: RunRecipe, bank_path: Path, segmenter, items, folder: Path, log) -> None:
     from cft.concepts.bank import ConceptBank
-    from cft.grounding.build import build_masks, open_store
+    from cft.grounding.build import build_masks, open_store, store_settings
+    from cft.grounding.store import MaskStore
 
     if not items:
         return
     m = recipe.masks
     bank = ConceptBank.load(bank_path)
+    differences = MaskStore(folder).differences(store_settings(segmenter, m.guidance, m.object_masks))
+    if differences:  # made with other settings: kept beside, and the store is made anew
+        aside = _set_aside(folder)
+        log(f"masks {folder.name}: settings changed ({differences}); the previous store is kept in {aside}")
     store, _ = open_store(folder, bank, segmenter, m.guidance, m.object_masks)
     result = build_masks(
         items, bank, segmenter, store, mode=m.guidance, object_masks=m.object_masks,
@@ -221,12 +204,14 @@ def finetune_stage(recipe, seed: int, out: Path, log) -> Path:
 
     fr = finetune_recipe(recipe, seed, out)
     folder = out / f"seed{seed}" / "finetune"
-    key = _hash(to_dict(fr))
-    changed = resume_conflicts(fr, folder / "config.yaml")
-    if changed:  # made with other settings: kept beside, never overwritten (train.epochs alone continues the run)
+    inputs = _finetune_inputs(fr, out)
+    changed = resume_conflicts(fr, folder / "config.yaml") + _changed_inputs(folder, inputs)
+    if changed:  # made with other settings or inputs: kept beside, never overwritten (more train.epochs continue)
         aside = _set_aside(folder)
         log(f"seed {seed}: fine-tuning settings changed ({', '.join(changed)}); the previous run is kept in {aside}")
-    _check_start(folder, fr)
+    if not (folder / INPUTS_FILE).is_file():
+        write_json_atomic(folder / INPUTS_FILE, inputs)
+    key = _hash({"recipe": to_dict(fr), "inputs": inputs})
     if _done(folder, key):
         log(f"seed {seed}: fine-tuning cached")
         return folder
@@ -235,6 +220,41 @@ def finetune_stage(recipe, seed: int, out: Path, log) -> Path:
     run_finetune(fr, folder, resume=resume)
     _mark(folder, key)
     return folder
+
+
+INPUTS_FILE = ".inputs.json"  # what a fine-tuning was made from besides its recipe
+
+
+def _finetune_inputs(fr, out: Path) -> dict[str, str | None]:
+    """What a seed's fine-tuning is made from besides its recipe, each as a digest: the bytes of model.checkpoint
+    (new weights at the same path) and the identity of the mask stores it reads (other segmenter settings,
+    guidance or concepts)."""
+    from cft.train import build_objective
+
+    masks = None
+    if build_objective(fr.objective).needs_mask:
+        stores = [Path(p) for p in dict.fromkeys((fr.data.store, fr.data.val_store)) if p]
+        masks = _hash([_store_identity(folder) for folder in stores])
+    checkpoint = file_sha256(fr.model.checkpoint) if fr.model.checkpoint else None
+    return {"model.checkpoint (its bytes)": checkpoint, "masks": masks}
+
+
+def _store_identity(folder: Path) -> Any:
+    try:
+        description = json.loads((folder / "store.json").read_text())
+    except (OSError, ValueError):
+        return None  # no store there (a folder source without separate val masks)
+    return {k: description.get(k) for k in ("segmenter", "mode", "object_masks", "class_keys")}
+
+
+def _changed_inputs(folder: Path, inputs: dict[str, str | None]) -> list[str]:
+    """The inputs that differ from those `folder`'s fine-tuning recorded (none recorded: a run from before the
+    record, taken as made from these)."""
+    try:
+        recorded = json.loads((folder / INPUTS_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    return [name for name, value in inputs.items() if name in recorded and recorded[name] != value]
 
 
 def evaluate_stage(recipe: RunRecipe, seed: int, run: Path, out: Path, num_classes: int, log) -> dict[str, Any]:
@@ -262,9 +282,9 @@ def original_stage(recipe: RunRecipe, out: Path, num_classes: int, log) -> dict[
     fr = finetune_recipe(recipe, recipe.seeds[0], out)
     folder = out / "original"
     path = folder / "eval.json"
+    start = file_sha256(fr.model.checkpoint) if fr.model.checkpoint else None
     key = _hash({"evaluate": to_dict(recipe.evaluate), "model": to_dict(fr.model), "classes": num_classes,
-                 "size": fr.data.image_size, "seed": fr.train.seed})  # fmt: skip
-    _check_start(folder, fr)
+                 "size": fr.data.image_size, "seed": fr.train.seed, "checkpoint_sha256": start})  # fmt: skip
     if _done(folder, key) and path.is_file():
         return json.loads(path.read_text())
     weights = starting_weights(fr, num_classes)

@@ -48,6 +48,11 @@ def _class_key(bank: ConceptBank, label: str, identity: dict[str, Any], mode: st
     return class_key(identity, mode, [*concepts, ("object", float(object_masks))])
 
 
+def store_settings(segmenter: Segmenter, mode: str, object_masks: bool) -> dict[str, Any]:
+    """The settings every entry of one store shares (`MaskStore.claim` and `MaskStore.differences` compare them)."""
+    return {"segmenter": segmenter.identity(), "mode": mode, "object_masks": object_masks}
+
+
 def open_store(
     folder: str | Path,
     bank: ConceptBank,
@@ -63,7 +68,7 @@ def open_store(
     identity = segmenter.identity()
     keys = {label: _class_key(bank, label, identity, mode, object_masks) for label in bank.concepts}
     keys = {label: key for label, key in keys.items() if phrases_for(bank, label, object_masks)[0]}
-    description = {"segmenter": identity, "mode": mode, "object_masks": object_masks, **(info or {})}
+    description = {**store_settings(segmenter, mode, object_masks), **(info or {})}
     store = MaskStore(folder)
     store.claim(description, redo=redo)
     store.describe({**description, "class_keys": keys})

@@ -109,12 +109,8 @@ class MaskStore:
         """Check that this store was made with `settings` (segmenter identity, guidance mode, object masks) before
         any entry is written: a store has one identity. Other settings over existing entries are an error that
         says what differs; `redo` removes every entry so the store is remade with the new settings."""
-        entries = self.image_ids()
-        if not entries or not (self.folder / "store.json").is_file():
-            return
-        old = {k: self.description().get(k) for k in IDENTITY_FIELDS}
-        new = {k: settings.get(k) for k in IDENTITY_FIELDS}
-        if old == new:
+        differences = self.differences(settings)
+        if not differences:
             return
         if redo:
             import shutil
@@ -123,10 +119,19 @@ class MaskStore:
             (self.folder / "index.json").unlink(missing_ok=True)
             return
         raise CftError(
-            f"mask store {self.folder} holds {len(entries)} entries made with other settings "
-            f"({_differences(old, new)}); a store has one identity: write to a new --out, or remake every entry "
-            f"with these settings (`cft masks --redo`; for `cft run`, delete {self.folder})"
+            f"mask store {self.folder} holds {len(self.image_ids())} entries made with other settings "
+            f"({differences}); a store has one identity: write to a new --out, or remake every entry "
+            f"with these settings (`cft masks --redo`)"
         )
+
+    def differences(self, settings: Mapping[str, Any]) -> str:
+        """What differs (`mode: 'union' -> 'weighted'`, ...) between the settings this store's entries were made with
+        and `settings`; empty when they agree or the store has no entries yet."""
+        if not self.image_ids() or not (self.folder / "store.json").is_file():
+            return ""
+        old = {k: self.description().get(k) for k in IDENTITY_FIELDS}
+        new = {k: settings.get(k) for k in IDENTITY_FIELDS}
+        return "" if old == new else _differences(old, new)
 
     def check_identity(self, image_ids: Sequence[str]) -> None:
         """Every entry of `image_ids` must carry the key store.json records for its class: an entry made with
