@@ -151,6 +151,8 @@ def test_resume_a_run_saved_with_every_objectives_fields(config, tmp_path, capsy
         (["train.epochs=two"], ["train.epochs must be int"]),
         (["train.optim.lr=fast"], ["train.optim.lr must be a number"]),
         (["data.few_shot.per_class=many"], ["data.few_shot.per_class"]),
+        (["data.few_shot.val_per_class=2"], ["data.few_shot.val_per_class is read by the disk sources only"]),
+        (["data.few_shot.exclude=ids.txt"], ["data.few_shot.exclude is read by the disk sources only", "world"]),
         (["data.source=imagenet"], ["data.source", "world, decoy, folder, waterbirds"]),
         (["data.decoy.size=3"], ["data.decoy is a setting of data.source decoy, not of world: delete it"]),
         (["data.source=folder"], ["data.world is a setting of data.source world, not of folder"]),

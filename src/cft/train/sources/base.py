@@ -91,6 +91,13 @@ class SplitSection(DataSection):
         for name in ("n_train", "n_val"):
             if getattr(self, name) < 1:
                 raise CftError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        f = self.few_shot
+        for name, unread in (("exclude", f and f.exclude), ("val_per_class", f and f.val_per_class)):
+            if unread:  # split sources validate on data.val_split and draw from n_train: these would be ignored
+                raise CftError(
+                    f"data.few_shot.{name} is read by the disk sources only (folder, waterbirds, grouped); "
+                    f"data.source {self.source} validates on data.val_split: delete it"
+                )
 
 
 @dataclass
