@@ -128,6 +128,12 @@ def test_waterbirds_training_split(tmp_path, capsys):
     assert finetune(tmp_path) == 0, capsys.readouterr().err
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all("val_top1" in h for h in history)  # the val split (split 1) was evaluated
+    # the folder source's fields have no meaning here: refused, not ignored
+    for field, needle in (("val_root", "val_root is read by data.source folder only"),
+                          ("classes", "classes is read by data.source folder only")):  # fmt: skip
+        value = "imagenet" if field == "classes" else str(tmp_path)
+        assert finetune(tmp_path, f"data.{field}={value}", out=f"run-{field}") == 2
+        assert needle in capsys.readouterr().err
 
 
 def test_grouped_dataset_trains_a_k_way_model(tmp_path, capsys):

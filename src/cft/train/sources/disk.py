@@ -44,6 +44,17 @@ class DiskSection(ImageSection):
             raise CftError(f"data.root is required for data.source={self.source}")
         if self.classes not in ("imagenet", "folders"):
             raise CftError(f"data.classes must be 'imagenet' or 'folders', got {self.classes!r}")
+        if self.source != "folder":  # the metadata.csv layouts: their classes and val split come from the file
+            if self.val_root:
+                raise CftError(
+                    f"data.val_root is read by data.source folder only; {self.source} validates on split 1 of its "
+                    "metadata.csv: delete it"
+                )
+            if self.classes != "folders":
+                raise CftError(
+                    f"data.classes is read by data.source folder only; {self.source} takes its classes from the y "
+                    "column of metadata.csv: delete it"
+                )
 
 
 @dataclass
