@@ -152,6 +152,7 @@ def test_resume_a_run_saved_with_every_objectives_fields(config, tmp_path, capsy
         (["train.optim.lr=fast"], ["train.optim.lr must be a number"]),
         (["data.few_shot.per_class=many"], ["data.few_shot.per_class"]),
         (["data.few_shot.val_per_class=2"], ["data.few_shot.val_per_class is read by the disk sources only"]),
+        (["model.name=vit_tiny_patch16_224", "model.depth=2"], ["model.depth sizes world-vit only", "model.kwargs"]),
         (["data.few_shot.exclude=ids.txt"], ["data.few_shot.exclude is read by the disk sources only", "world"]),
         (["data.source=imagenet"], ["data.source", "world, decoy, folder, waterbirds"]),
         (["data.decoy.size=3"], ["data.decoy is a setting of data.source decoy, not of world: delete it"]),
