@@ -125,3 +125,19 @@ def test_run_folders_whose_training_images_differ_are_flagged(tmp_path, capsys):
     assert "fine-tuned on other images in seed1" in capsys.readouterr().out
     (tmp_path / "b" / "seed1" / "images.txt").write_text("cat/1.png\ncat/2.png\n")
     assert compare_results(read_results(tmp_path / "a"), read_results(tmp_path / "b"))["training_images_differ"] == []
+
+
+def test_checkpoints_named_by_seed_must_pair_seed_with_seed(tmp_path):
+    """cft evaluate files pair by position; where the checkpoints' paths name their seeds, a pair of two seeds (the
+    checkpoints given in another order) is refused instead of compared."""
+
+    def evaluate_file(path, labels):
+        runs = {label: {"imagenet-a": {"top1": 0.3 + i / 10, "n": 10}} for i, label in enumerate(labels)}
+        path.write_text(json.dumps({"format": 2, "eval_sets": {}, "runs": runs}))
+
+    evaluate_file(tmp_path / "a.json", ["runs/cft/seed0/best.safetensors", "runs/cft/seed1/best.safetensors"])
+    evaluate_file(tmp_path / "b.json", ["runs/erm/seed1/best.safetensors", "runs/erm/seed0/best.safetensors"])
+    with pytest.raises(CftError, match=r"puts runs/cft/seed0/best.safetensors \(seed 0\) with runs/erm/seed1"):
+        compare_results(read_results(tmp_path / "a.json"), read_results(tmp_path / "b.json"))
+    evaluate_file(tmp_path / "b.json", ["runs/erm/seed0/best.safetensors", "runs/erm/seed1/best.safetensors"])
+    assert len(compare_results(read_results(tmp_path / "a.json"), read_results(tmp_path / "b.json"))["pairs"]) == 2

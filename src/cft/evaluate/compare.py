@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,21 @@ def pair_runs(a: ResultsFile, b: ResultsFile) -> list[tuple[str, str]]:
             f"{a.path} has {len(a.runs)} run(s) and {b.path} {len(b.runs)}: runs pair by position (the order of "
             "--checkpoint), so both need as many"
         )
-    return list(zip(a.runs, b.runs, strict=True))
+    pairs = list(zip(a.runs, b.runs, strict=True))
+    for ra, rb in pairs:  # checkpoints named by seed (runs/cft/seed0/...): a pair must share its seed
+        sa, sb = _seed_in(ra), _seed_in(rb)
+        if sa is not None and sb is not None and sa != sb:
+            raise CftError(
+                f"runs pair by position, which puts {ra} (seed {sa}) with {rb} (seed {sb}): give cft evaluate the "
+                "checkpoints of both variants in the same seed order"
+            )
+    return pairs
+
+
+def _seed_in(label: str) -> str | None:
+    """The seed a checkpoint's path names (a `seed<k>` folder or file name part), if it names one."""
+    found = set(re.findall(r"(?:^|[/_.-])seed[_-]?(\d+)(?=$|[/_.-])", label))
+    return found.pop() if len(found) == 1 else None
 
 
 def compare_results(a: ResultsFile, b: ResultsFile, metric: str = "top1", level: float = 0.95) -> dict[str, Any]:
