@@ -133,6 +133,21 @@ def test_object_masks_runs_train_on_object_masks(setup):
         load_run_recipe(run, ["masks.object_masks=true", "finetune.data.masks=concepts"])
 
 
+def test_an_object_masks_run_asks_no_language_model(setup, capsys):
+    """With masks.object_masks each image is masked by its class name: the concept stage is skipped (the bank file
+    named here does not exist), the store holds object masks and the fine-tuning reads them as such."""
+    recipe = yaml.safe_load((setup / "run.yaml").read_text())
+    recipe["masks"]["object_masks"] = True
+    recipe["concepts"]["bank"] = str(setup / "no-such-bank.json")
+    recipe["evaluate"]["eval_sets"] = {}
+    (setup / "object.yaml").write_text(yaml.safe_dump(recipe))
+    out = setup / "object"
+    assert main(["run", str(setup / "object.yaml"), "--out", str(out)]) == 0, capsys.readouterr().err
+    assert "concepts: not needed by object masks; 4 class names" in capsys.readouterr().out
+    assert json.loads((out / "masks" / "store.json").read_text())["object_masks"] is True
+    assert yaml.safe_load((out / "seed0" / "finetune" / "config.yaml").read_text())["data"]["masks"] == "object"
+
+
 def test_a_baseline_without_guidance_needs_no_concepts_nor_masks(setup, capsys):
     """A no-guidance run (the baseline to compare cft with) skips the concept and mask stages: no language model or
     segmenter is loaded (here the segmenter's model does not even exist), and it is paired with cft by seed."""

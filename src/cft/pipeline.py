@@ -173,6 +173,18 @@ def concept_stage(recipe: RunRecipe, out: Path, class_names: list[str], segmente
     return path
 
 
+def class_name_bank(out: Path, class_names: list[str], log) -> Path:
+    """The bank of an object-masks run (masks.object_masks): the class names alone, since each image is masked by
+    its class name; no language model is asked and nothing is validated."""
+    from cft.concepts.bank import ConceptBank
+
+    path = out / "concepts" / "class-names.json"
+    bank = ConceptBank({name: [] for name in class_names}, provenance={"source": "class names (masks.object_masks)"})
+    bank.save(path)
+    log(f"concepts: not needed by object masks; {len(class_names)} class names ({path})")
+    return path
+
+
 def mask_stage(recipe: RunRecipe, bank_path: Path, segmenter, items, folder: Path, log) -> None:
     from cft.concepts.bank import ConceptBank
     from cft.grounding.build import build_masks, open_store, store_settings
@@ -369,7 +381,10 @@ def _run_pipeline(recipe: RunRecipe, out: Path, log: Callable[[str], None]) -> d
         by_class: dict[str, list] = {}
         for it in everything.train:
             by_class.setdefault(it.label, []).append(it)
-        bank_path = concept_stage(recipe, out, sorted(by_class), segmenter, by_class, log)
+        if recipe.masks.object_masks:  # each image's mask is its class name's: no concepts to propose
+            bank_path = class_name_bank(out, sorted(by_class), log)
+        else:
+            bank_path = concept_stage(recipe, out, sorted(by_class), segmenter, by_class, log)
     else:  # a baseline without guidance (erm, no-guidance): no concepts, no segmenter, no masks
         log(f"concepts and masks: not needed by objective {first.objective.name!r}")
     runs: dict[str, dict[str, Any]] = {}
