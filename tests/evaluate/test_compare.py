@@ -104,7 +104,21 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     printed = capsys.readouterr().out
     half = 100 * T_975_DF2 * statistics.stdev([0.1, 0.1, 0.2]) / math.sqrt(3)
     assert "| imagenet-r | 100 | 60.00 ± " in printed and f"| +13.33 ± {half:.2f} |" in printed
-    assert json.loads(out.read_text())["eval_sets"]["imagenet-r"]["difference"]["n"] == 3
+    written = json.loads(out.read_text())
+    assert written["a"] == str(tmp_path / "a" / "results.json") and len(written["comparisons"]) == 1
+    assert written["comparisons"][0]["eval_sets"]["imagenet-r"]["difference"]["n"] == 3
+    # A against each further file, one table each; every file is read first, so a bad one writes nothing
+    write_run(tmp_path / "c" / "results.json", {"imagenet-r": [0.5, 0.6, 0.7]})
+    out.unlink()
+    assert main(["compare", *(str(tmp_path / x) for x in ("a", "b", "c")), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("| evaluation set |") == 2 and "| +0.00 ± 0.00 |" in printed  # a - c: the same scores
+    assert [c["b"] for c in json.loads(out.read_text())["comparisons"]] == [
+        str(tmp_path / x / "results.json") for x in ("b", "c")
+    ]
+    out.unlink()
+    assert main(["compare", *(str(tmp_path / x) for x in ("a", "b", "nowhere")), "--out", str(out)]) == 2
+    assert not out.exists() and "nowhere" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--level", "95"]) == 2
