@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cft.concepts.filters import FilterConfig
 from cft.concepts.llm import Sampling
@@ -29,6 +29,16 @@ from cft.concepts.validate import ValidationConfig
 from cft.config import from_dict, load_config_data, save_config, to_dict
 from cft.errors import CftError
 from cft.io import exclusive_folder, file_sha256, write_bytes_atomic, write_json_atomic
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from cft.data.folders import ImageItem
+    from cft.evaluate.checkpoints import EvalSpec
+    from cft.segmenter import Segmenter
+    from cft.train.recipe import FinetuneRecipe
+
+Log = Callable[[str], None]  # where a stage reports progress (print, or the CLI's logger)
 
 
 @dataclass
@@ -87,7 +97,7 @@ def load_run_recipe(path: str | Path, overrides: list[str] = ()) -> RunRecipe:
     return recipe
 
 
-def finetune_recipe(recipe: RunRecipe, seed: int, out: Path):
+def finetune_recipe(recipe: RunRecipe, seed: int, out: Path) -> FinetuneRecipe:
     """The `cft finetune` recipe of one class-subset seed: few_shot.seed = seed, masks from OUT/masks."""
     from cft.train.recipe import recipe_from_dict
     from cft.train.sources import disk_sources
@@ -138,7 +148,9 @@ def _set_aside(folder: Path) -> Path:
 
 
 # ---- stages --------------------------------------------------------------------------------------------------
-def concept_stage(recipe: RunRecipe, out: Path, class_names: list[str], segmenter, images, log) -> Path:
+def concept_stage(
+    recipe: RunRecipe, out: Path, class_names: list[str], segmenter: Segmenter, images: dict[str, list], log: Log
+) -> Path:
     from cft.concepts.llm import ResponseCache
     from cft.concepts.stage import filter_stage, proposed_bank, validate_on_images
     from cft.data.classes import resolve_classes
@@ -173,7 +185,7 @@ def concept_stage(recipe: RunRecipe, out: Path, class_names: list[str], segmente
     return path
 
 
-def class_name_bank(out: Path, class_names: list[str], log) -> Path:
+def class_name_bank(out: Path, class_names: list[str], log: Log) -> Path:
     """The bank of an object-masks run (masks.object_masks): the class names alone, since each image is masked by
     its class name; no language model is asked and nothing is validated."""
     from cft.concepts.bank import ConceptBank
@@ -185,7 +197,9 @@ def class_name_bank(out: Path, class_names: list[str], log) -> Path:
     return path
 
 
-def mask_stage(recipe: RunRecipe, bank_path: Path, segmenter, items, folder: Path, log) -> None:
+def mask_stage(
+    recipe: RunRecipe, bank_path: Path, segmenter: Segmenter, items: list[ImageItem], folder: Path, log: Log
+) -> None:
     from cft.concepts.bank import ConceptBank
     from cft.grounding.build import build_masks, open_store, store_settings
     from cft.grounding.store import MaskStore
@@ -211,7 +225,7 @@ def mask_stage(recipe: RunRecipe, bank_path: Path, segmenter, items, folder: Pat
         )
 
 
-def finetune_stage(recipe, seed: int, out: Path, log) -> Path:
+def finetune_stage(recipe: RunRecipe, seed: int, out: Path, log: Log) -> Path:
     from cft.train.recipe import resume_conflicts, run_finetune
 
     fr = finetune_recipe(recipe, seed, out)
@@ -237,7 +251,7 @@ def finetune_stage(recipe, seed: int, out: Path, log) -> Path:
 INPUTS_FILE = ".inputs.json"  # what a fine-tuning was made from besides its recipe
 
 
-def _finetune_inputs(fr, out: Path) -> dict[str, str | None]:
+def _finetune_inputs(fr: FinetuneRecipe, out: Path) -> dict[str, str | None]:
     """What a seed's fine-tuning is made from besides its recipe, each as a digest: the bytes of model.checkpoint
     (new weights at the same path) and the identity of the mask stores it reads (other segmenter settings,
     guidance or concepts)."""
@@ -269,7 +283,7 @@ def _changed_inputs(folder: Path, inputs: dict[str, str | None]) -> list[str]:
     return [name for name, value in inputs.items() if name in recorded and recorded[name] != value]
 
 
-def evaluate_stage(recipe: RunRecipe, seed: int, run: Path, out: Path, num_classes: int, log) -> dict[str, Any]:
+def evaluate_stage(recipe: RunRecipe, seed: int, run: Path, out: Path, num_classes: int, log: Log) -> dict[str, Any]:
     from cft.evaluate.checkpoints import evaluate_checkpoints
 
     path = out / f"seed{seed}" / "eval.json"
@@ -285,7 +299,7 @@ def evaluate_stage(recipe: RunRecipe, seed: int, run: Path, out: Path, num_class
     return results
 
 
-def original_stage(recipe: RunRecipe, out: Path, num_classes: int, log) -> dict[str, Any]:
+def original_stage(recipe: RunRecipe, out: Path, num_classes: int, log: Log) -> dict[str, Any]:
     """`cft evaluate` of the weights fine-tuning starts from (the same for every seed), on every evaluation set,
     without a class split; {"skipped": reason} when those weights are partly random (a new head for these classes:
     no classifier to compare with)."""
@@ -314,7 +328,7 @@ def original_stage(recipe: RunRecipe, out: Path, num_classes: int, log) -> dict[
     return result
 
 
-def starting_weights(fr, num_classes: int):
+def starting_weights(fr: FinetuneRecipe, num_classes: int) -> nn.Module | str:
     """The model `cft finetune` starts from (built as it builds it), or why there is none to compare with: built
     under two seeds, a model whose weights differ has a part initialised at random."""
     import torch
@@ -337,7 +351,7 @@ def starting_weights(fr, num_classes: int):
     return models[0]
 
 
-def _eval_spec(recipe: RunRecipe, fr, checkpoint: Path, num_classes: int):
+def _eval_spec(recipe: RunRecipe, fr: FinetuneRecipe, checkpoint: Path, num_classes: int) -> EvalSpec:
     from cft.evaluate.checkpoints import EvalSpec
     from cft.evaluate.scoring import EvalOptions
     from cft.models import size_kwargs
@@ -353,19 +367,19 @@ def _eval_spec(recipe: RunRecipe, fr, checkpoint: Path, num_classes: int):
     )
 
 
-def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+def _prefixed(log: Log, prefix: str) -> Log:
     return lambda line: log(f"{prefix}: {line}")
 
 
 # ---- the run -------------------------------------------------------------------------------------------------
-def run_pipeline(recipe: RunRecipe, out: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_pipeline(recipe: RunRecipe, out: str | Path, log: Log = print) -> dict[str, Any]:
     """Run every stage for every seed (cached), then aggregate; returns the aggregated results. The run folder
     is locked while this runs."""
     with exclusive_folder(out, "--out"):
         return _run_pipeline(recipe, Path(out), log)
 
 
-def _run_pipeline(recipe: RunRecipe, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+def _run_pipeline(recipe: RunRecipe, out: Path, log: Log) -> dict[str, Any]:
     from cft.evaluate.compare import comparison_table
     from cft.evaluate.scoring import RESULTS_FORMAT, aggregate, markdown_table
     from cft.grounding.registry import build_segmenter
