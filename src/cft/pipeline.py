@@ -225,12 +225,13 @@ def mask_stage(
         )
 
 
-def finetune_stage(recipe: RunRecipe, seed: int, out: Path, log: Log) -> Path:
+def finetune_stage(recipe: RunRecipe, seed: int, out: Path, start: str | None, log: Log) -> Path:
+    """Fine-tune seed `seed` (cached; `start` is the sha256 of model.checkpoint's bytes, hashed once per run)."""
     from cft.train.recipe import resume_conflicts, run_finetune
 
     fr = finetune_recipe(recipe, seed, out)
     folder = out / f"seed{seed}" / "finetune"
-    inputs = _finetune_inputs(fr, out)
+    inputs = _finetune_inputs(fr, start)
     changed = resume_conflicts(fr, folder / "config.yaml") + _changed_inputs(folder, inputs)
     if changed:  # made with other settings or inputs: kept beside, never overwritten (more train.epochs continue)
         aside = _set_aside(folder)
@@ -251,9 +252,9 @@ def finetune_stage(recipe: RunRecipe, seed: int, out: Path, log: Log) -> Path:
 INPUTS_FILE = ".inputs.json"  # what a fine-tuning was made from besides its recipe
 
 
-def _finetune_inputs(fr: FinetuneRecipe, out: Path) -> dict[str, str | None]:
+def _finetune_inputs(fr: FinetuneRecipe, start: str | None) -> dict[str, str | None]:
     """What a seed's fine-tuning is made from besides its recipe, each as a digest: the bytes of model.checkpoint
-    (new weights at the same path) and the identity of the mask stores it reads (other segmenter settings,
+    (`start`: new weights at the same path) and the identity of the mask stores it reads (other segmenter settings,
     guidance or concepts)."""
     from cft.train import build_objective
 
@@ -261,16 +262,17 @@ def _finetune_inputs(fr: FinetuneRecipe, out: Path) -> dict[str, str | None]:
     if build_objective(fr.objective).needs_mask:
         stores = [Path(p) for p in dict.fromkeys((fr.data.store, fr.data.val_store)) if p]
         masks = _hash([_store_identity(folder) for folder in stores])
-    checkpoint = file_sha256(fr.model.checkpoint) if fr.model.checkpoint else None
-    return {"model.checkpoint (its bytes)": checkpoint, "masks": masks}
+    return {"model.checkpoint (its bytes)": start, "masks": masks}
 
 
 def _store_identity(folder: Path) -> Any:
-    try:
-        description = json.loads((folder / "store.json").read_text())
-    except (OSError, ValueError):
+    """What a store's masks depend on: the settings all its entries share and each class's entry key."""
+    from cft.grounding.store import IDENTITY_FIELDS, MaskStore
+
+    if not (folder / "store.json").is_file():
         return None  # no store there (a folder source without separate val masks)
-    return {k: description.get(k) for k in ("segmenter", "mode", "object_masks", "class_keys")}
+    description = MaskStore(folder).description()
+    return {k: description.get(k) for k in (*IDENTITY_FIELDS, "class_keys")}
 
 
 def _changed_inputs(folder: Path, inputs: dict[str, str | None]) -> list[str]:
@@ -287,7 +289,7 @@ def evaluate_stage(recipe: RunRecipe, seed: int, run: Path, out: Path, num_class
     from cft.evaluate.checkpoints import evaluate_checkpoints
 
     path = out / f"seed{seed}" / "eval.json"
-    settings = {k: v for k, v in to_dict(recipe.evaluate).items() if k != "original"}  # keys made before it stay
+    settings = {k: v for k, v in to_dict(recipe.evaluate).items() if k != "original"}  # a seed's scores ignore it
     key = _hash({"evaluate": settings, "run": (run / ".done.json").read_text()})
     if _done(path.parent / "eval", key) and path.is_file():
         return json.loads(path.read_text())
@@ -299,16 +301,15 @@ def evaluate_stage(recipe: RunRecipe, seed: int, run: Path, out: Path, num_class
     return results
 
 
-def original_stage(recipe: RunRecipe, out: Path, num_classes: int, log: Log) -> dict[str, Any]:
+def original_stage(recipe: RunRecipe, out: Path, num_classes: int, start: str | None, log: Log) -> dict[str, Any]:
     """`cft evaluate` of the weights fine-tuning starts from (the same for every seed), on every evaluation set,
-    without a class split; {"skipped": reason} when those weights are partly random (a new head for these classes:
-    no classifier to compare with)."""
+    without a class split, keyed by `start` (the sha256 of model.checkpoint's bytes); {"skipped": reason} when those
+    weights are partly random (a new head for these classes: no classifier to compare with)."""
     from cft.evaluate.checkpoints import evaluate_checkpoints
 
     fr = finetune_recipe(recipe, recipe.seeds[0], out)
     folder = out / "original"
     path = folder / "eval.json"
-    start = file_sha256(fr.model.checkpoint) if fr.model.checkpoint else None
     key = _hash({"evaluate": to_dict(recipe.evaluate), "model": to_dict(fr.model), "classes": num_classes,
                  "size": fr.data.image_size, "seed": fr.train.seed, "checkpoint_sha256": start})  # fmt: skip
     if _done(folder, key) and path.is_file():
@@ -390,6 +391,7 @@ def _run_pipeline(recipe: RunRecipe, out: Path, log: Log) -> dict[str, Any]:
     first = finetune_recipe(recipe, recipe.seeds[0], out)
     everything = choose_images(dataclasses.replace(first.data, few_shot=None))
     needs_mask = build_objective(first.objective).needs_mask
+    start = file_sha256(first.model.checkpoint) if first.model.checkpoint else None  # once: it may be GBs
     if needs_mask:
         segmenter = build_segmenter(recipe.masks.segmenter, **recipe.masks.options)
         by_class: dict[str, list] = {}
@@ -412,7 +414,7 @@ def _run_pipeline(recipe: RunRecipe, out: Path, log: Log) -> dict[str, Any]:
             mask_stage(recipe, bank_path, segmenter, choice.train, out / "masks", log)
             separate = data.source == "folder" and data.val_root
             mask_stage(recipe, bank_path, segmenter, choice.val, out / ("masks-val" if separate else "masks"), log)
-        run = finetune_stage(recipe, seed, out, log)
+        run = finetune_stage(recipe, seed, out, start, log)
         if recipe.evaluate.eval_sets:
             result = evaluate_stage(recipe, seed, run, out, len(everything.class_names), log)
             runs[f"seed{seed}"] = result["runs"][str(run / "best.safetensors")]
@@ -420,7 +422,7 @@ def _run_pipeline(recipe: RunRecipe, out: Path, log: Log) -> dict[str, Any]:
     results = {"format": RESULTS_FORMAT, "eval_sets": mean, "std": std, "runs": runs, "seeds": recipe.seeds}
     table = markdown_table(mean, std, len(runs)) if runs else ""
     if runs and recipe.evaluate.original:
-        original = original_stage(recipe, out, len(everything.class_names), log)
+        original = original_stage(recipe, out, len(everything.class_names), start, log)
         results["original"], gain = _gain(runs, original, out)
         if gain is not None:
             results["gain"] = gain["eval_sets"]
