@@ -119,8 +119,11 @@ class SettingsRegistry(Registry[T]):
         self._settings[name] = settings or self.default
         return value
 
-    def settings(self, name: str) -> type:
-        """The settings dataclass of entry `name`."""
+    def settings(self, name: str, field: str | None = None) -> type:
+        """The settings dataclass of entry `name`; one not registered is an error naming `field` (e.g.
+        `objective.name`) and the registered names."""
+        if name not in self:
+            raise CftError(f"{field or self.kind} must be one of {', '.join(self)}, got {name!r}")
         return self._settings.get(name, self.default)
 
     def owners(self, field_name: str) -> list[str]:
@@ -134,9 +137,7 @@ class SettingsRegistry(Registry[T]):
         name = data.get(key, default)
         if not isinstance(name, str):
             return None
-        if name not in self:
-            raise CftError(f"{where}.{key} must be one of {', '.join(self)}, got {name!r}")
-        chosen = self.settings(name)
+        chosen = self.settings(name, f"{where}.{key}")
         own = {f.name for f in dataclasses.fields(chosen)}
         for field_name in data:
             owners = [] if field_name in own else self.owners(field_name)

@@ -91,9 +91,7 @@ def register_objective(
 
 def settings_class(name: str) -> type[ObjectiveConfig]:
     """The settings dataclass of the registered objective `name`."""
-    if name not in OBJECTIVES:
-        raise CftError(f"objective.name must be one of {', '.join(OBJECTIVES)}, got {name!r}")
-    return OBJECTIVES.settings(name)
+    return OBJECTIVES.settings(name, "objective.name")
 
 
 def objective_config(name: str, where: str = "objective", **settings: Any) -> ObjectiveConfig:

@@ -155,6 +155,4 @@ def register_data_source(
 
 def section_class(name: str) -> type[DataSection]:
     """The section dataclass of the registered data source `name`."""
-    if name not in DATA_SOURCES:
-        raise CftError(f"data.source must be one of {', '.join(DATA_SOURCES)}, got {name!r}")
-    return DATA_SOURCES.settings(name)
+    return DATA_SOURCES.settings(name, "data.source")
