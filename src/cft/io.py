@@ -67,14 +67,14 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def json_text(obj: object, indent: int | None = None) -> str:
+def json_text(obj: object, indent: int | None = None, sort_keys: bool = False) -> str:
     """`obj` as strict JSON, which has no NaN or infinity: a non-finite float (an interval from one seed, a score
     of no images) is written as null, so that every JSON reader (jq, JavaScript, ...) reads cft's files."""
-    return json.dumps(_finite_or_null(obj), indent=indent, sort_keys=indent is not None, allow_nan=False)
+    return json.dumps(_finite_or_null(obj), indent=indent, sort_keys=sort_keys, allow_nan=False)
 
 
 def write_json_atomic(path: str | Path, obj: object) -> Path:
-    return write_bytes_atomic(path, (json_text(obj, indent=2) + "\n").encode())
+    return write_bytes_atomic(path, (json_text(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _finite_or_null(obj: object) -> object:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cft.errors import CftError
-from cft.evaluate.metrics import t_interval
+from cft.evaluate.metrics import is_number, t_interval
 
 
 @dataclass
@@ -150,10 +150,10 @@ def _not_comparable(a: ResultsFile, b: ResultsFile, pairs: list[tuple[str, str]]
             if scores is None:
                 return f"not scored in run {pair[side]} of {results.path}"
             if metric not in scores:
-                known = ", ".join(k for k, v in scores.items() if _is_number(v)) or "none"
+                known = ", ".join(k for k, v in scores.items() if is_number(v)) or "none"
                 return f"no {metric!r} in run {pair[side]} of {results.path} (its numbers: {known})"
             value = scores[metric]
-            if not _is_number(value) or not math.isfinite(value):
+            if not is_number(value) or not math.isfinite(value):
                 return f"{metric} is undefined ({value}) in run {pair[side]} of {results.path}"
     for ra, rb in pairs:
         na, nb = a.runs[ra][name].get("n"), b.runs[rb][name].get("n")
@@ -163,10 +163,6 @@ def _not_comparable(a: ResultsFile, b: ResultsFile, pairs: list[tuple[str, str]]
                 "images, so not a paired comparison (evaluate both on the same evaluation set)"
             )
     return ""
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def comparison_table(result: Mapping[str, Any]) -> str:

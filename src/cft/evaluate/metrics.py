@@ -140,7 +140,7 @@ def mean_std(runs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[st
         values = [run[key] for run in runs if key in run]
         if all(isinstance(v, Mapping) for v in values):
             mean[key], std[key] = mean_std(values)
-        elif any(v is not None for v in values) and all(v is None or _is_number(v) for v in values):
+        elif any(v is not None for v in values) and all(v is None or is_number(v) for v in values):
             if all(isinstance(v, int) for v in values) and len(set(values)) == 1:
                 mean[key], std[key] = values[0], 0
                 continue
@@ -150,7 +150,8 @@ def mean_std(runs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[st
     return mean, std
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
+    """An int or float, not a bool (NaN included: a number that is undefined)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
