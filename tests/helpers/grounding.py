@@ -74,6 +74,14 @@ def clip_text(d) -> dict:
     return dict(vocab_size=n, **tiny, bos_token_id=1, eos_token_id=2, pad_token_id=2)
 
 
+def clip_vision(layers: int) -> dict:
+    """A CLIP-style vision tower of `layers` blocks on 32x32 images in 8x8 patches (OWLv2, CLIPSeg)."""
+    return dict(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=layers, num_attention_heads=2, image_size=32,
+        patch_size=8,
+    )  # fmt: skip
+
+
 def tiny_sam() -> tuple:
     torch.manual_seed(0)
     cfg = SamConfig(
@@ -170,14 +178,7 @@ def tiny_owlv2(d) -> tuple:
     torch.manual_seed(0)
     cfg = Owlv2Config(
         text_config={**clip_text(d), "max_position_embeddings": 16},
-        vision_config=dict(
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
+        vision_config=clip_vision(1),
         projection_dim=16,
     )
     ip = Owlv2ImageProcessor(size={"height": 32, "width": 32})
@@ -223,14 +224,7 @@ def tiny_clipseg(d) -> tuple:
     torch.manual_seed(0)
     cfg = CLIPSegConfig(
         text_config={**clip_text(d), "max_position_embeddings": 16},
-        vision_config=dict(
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
+        vision_config=clip_vision(2),
         projection_dim=16,
         extract_layers=[0, 1],
         reduce_dim=8,
