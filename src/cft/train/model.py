@@ -29,14 +29,6 @@ class ModelSection:
     patch_size: int = 8
 
     def check(self) -> None:
-        if self.name != WORLD_VIT:  # the world-vit size fields mean nothing to a timm / HF model: not ignored silently
-            defaults = ModelSection()
-            for size in ("depth", "embed_dim", "num_heads", "patch_size"):
-                if getattr(self, size) != getattr(defaults, size):
-                    raise CftError(
-                        f"model.{size} sizes world-vit only; for {self.name} write it in model.kwargs (e.g. "
-                        f"model.kwargs: {{{size}: {getattr(self, size)}}}), which timm.create_model receives"
-                    )
         if self.name == WORLD_VIT:
             if self.pretrained:
                 raise CftError("model.pretrained: world-vit has no hub weights; start from a model.checkpoint instead")
@@ -44,6 +36,14 @@ class ModelSection:
                 raise CftError(
                     "model.kwargs is for timm models; world-vit takes depth, embed_dim, num_heads, patch_size"
                 )
+        else:  # the world-vit size fields mean nothing to a timm / HF model: not ignored silently
+            defaults = ModelSection()
+            for size in ("depth", "embed_dim", "num_heads", "patch_size"):
+                if getattr(self, size) != getattr(defaults, size):
+                    raise CftError(
+                        f"model.{size} sizes world-vit only; for {self.name} write it in model.kwargs (e.g. "
+                        f"model.kwargs: {{{size}: {getattr(self, size)}}}), which timm.create_model receives"
+                    )
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():
             raise CftError(f"model.checkpoint {self.checkpoint} does not exist (relative to the working directory)")
 
